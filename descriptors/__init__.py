@@ -1,0 +1,32 @@
+"""Descriptors: the per-class visual features that the scorer explains with.
+
+Public surface: reading descriptor files, choosing classes from them, and
+building the prompts CLIP reads. Generation with an LLM lives elsewhere.
+"""
+
+from descriptors.prompts import DEFAULT_TEMPLATE, PromptSet, build_prompts, class_label, prompt_for, template_prompt
+from descriptors.store import (
+    DescriptorError,
+    Descriptors,
+    load_descriptors,
+    normalise_name,
+    parse_class_list,
+    parse_descriptors,
+    select_classes,
+)
+
+__all__ = [
+    "DEFAULT_TEMPLATE",
+    "DescriptorError",
+    "Descriptors",
+    "PromptSet",
+    "build_prompts",
+    "class_label",
+    "load_descriptors",
+    "normalise_name",
+    "parse_class_list",
+    "parse_descriptors",
+    "prompt_for",
+    "select_classes",
+    "template_prompt",
+]

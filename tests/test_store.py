@@ -1,0 +1,88 @@
+"""Reading descriptor files and choosing classes: shapes, loose matching, one-line errors."""
+
+import json
+
+import pytest
+
+from descriptors import DescriptorError, load_descriptors, normalise_name, parse_class_list, select_classes
+
+
+def write(tmp_path, text, name="d.json"):
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_loads_the_published_format(tmp_path):
+    # The shape of DCLIP's descriptors_imagenet.json: class name -> list of strings, key order kept.
+    data = {"tench": ["a large, olive-green fish", "fins"], "goldfish": ["orange scales"], "great white shark": []}
+    assert load_descriptors(write(tmp_path, json.dumps(data))) == data
+    assert list(load_descriptors(write(tmp_path, json.dumps(data)))) == ["tench", "goldfish", "great white shark"]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("{not json", r"not valid JSON \(Expecting property name enclosed in double quotes at line 1, column 2\)"),
+        ('["a", "b"]', "expected a JSON object mapping class names to lists, got list"),
+        ('{"frog": "green"}', "class 'frog' must map to a list of strings"),
+        ('{"frog": ["green", 3]}', "class 'frog' must map to a list of strings"),
+        ("", "not valid JSON"),
+    ],
+)
+def test_malformed_files_give_one_line(tmp_path, text, message):
+    with pytest.raises(DescriptorError, match=message) as caught:
+        load_descriptors(write(tmp_path, text))
+    assert "\n" not in str(caught.value)
+    assert "d.json" in str(caught.value)
+
+
+def test_missing_and_undecodable_files(tmp_path):
+    with pytest.raises(DescriptorError, match="no such descriptor file"):
+        load_descriptors(tmp_path / "absent.json")
+    path = tmp_path / "latin1.json"
+    path.write_bytes(b'{"caf\xe9": []}')
+    with pytest.raises(DescriptorError, match="cannot read descriptor file"):
+        load_descriptors(path)
+
+
+def test_select_keeps_requested_order_and_matches_loosely():
+    data = {"Tree_Frog": ["protruding eyes"], "tailed frog": ["a tail"], "newt": ["a crest"]}
+    chosen = select_classes(data, ["tailed frog", "tree frog"])
+    assert list(chosen) == ["tailed frog", "tree frog"]
+    assert chosen["tree frog"] == ["protruding eyes"]
+
+
+def test_select_missing_class_gets_no_descriptors():
+    assert select_classes({"newt": ["a crest"]}, ["newt", "axolotl"]) == {"newt": ["a crest"], "axolotl": []}
+
+
+def test_select_all_in_file_order_returns_copies():
+    data = {"b": ["x"], "a": ["y"]}
+    chosen = select_classes(data)
+    assert list(chosen) == ["b", "a"]
+    chosen["b"].append("z")
+    assert data["b"] == ["x"]
+
+
+@pytest.mark.parametrize("classes", [[], ["", "  "]])
+def test_empty_class_list(classes):
+    with pytest.raises(DescriptorError, match="class list is empty"):
+        select_classes({"newt": []}, classes)
+
+
+def test_empty_file_is_an_empty_class_list():
+    with pytest.raises(DescriptorError, match="class list is empty"):
+        select_classes({})
+
+
+def test_duplicate_classes_are_rejected():
+    with pytest.raises(DescriptorError, match="'Tree Frog' is listed twice .also as 'tree_frog'."):
+        select_classes({}, ["tree_frog", "Tree Frog"])
+    with pytest.raises(DescriptorError, match="listed twice"):
+        select_classes({"newt": [], "Newt": []})
+
+
+def test_class_list_parsing_and_normalising():
+    assert parse_class_list(" tree frog, tailed frog ,,") == ["tree frog", "tailed frog"]
+    assert normalise_name("  Tree__Frog ") == "tree frog"
