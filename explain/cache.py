@@ -1,0 +1,111 @@
+"""Embedding caches: a bounded in-memory LRU and an optional on-disk store.
+
+Live editing stays cheap because a prompt or an image is encoded once per
+model: later lookups hit `EmbeddingLRU` (memory, bounded in bytes) and then
+`EmbeddingStore` (an SQLite file that survives restarts). Keys are plain
+strings chosen by the caller, e.g. a model fingerprint plus a prompt or an
+image's content hash. Nothing here knows what the vectors mean.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+
+class EmbeddingLRU:
+    """A thread-safe least-recently-used map from key to vector, bounded by total bytes."""
+
+    def __init__(self, max_bytes: int):
+        self.max_bytes = int(max_bytes)
+        self._entries: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    @property
+    def nbytes(self) -> int:
+        return self._bytes
+
+    def get(self, namespace: str, key: str) -> np.ndarray | None:
+        with self._lock:
+            vector = self._entries.get((namespace, key))
+            if vector is not None:
+                self._entries.move_to_end((namespace, key))
+            return vector
+
+    def put(self, namespace: str, key: str, vector: np.ndarray) -> None:
+        vector = np.asarray(vector)
+        if vector.nbytes > self.max_bytes:
+            return
+        vector.setflags(write=False)  # callers share the stored array; keep it immutable
+        with self._lock:
+            old = self._entries.pop((namespace, key), None)
+            if old is not None:
+                self._bytes -= old.nbytes
+            self._entries[(namespace, key)] = vector
+            self._bytes += vector.nbytes
+            while self._bytes > self.max_bytes:
+                _, evicted = self._entries.popitem(last=False)
+                self._bytes -= evicted.nbytes
+
+
+class EmbeddingStore:
+    """Vectors on disk in one SQLite file, keyed by (kind, model fingerprint, key).
+
+    SQLite gives atomic writes and safe sharing between processes for free,
+    and one file holds the 5,800 prompts of the ImageNet descriptor set
+    without thousands of small files.
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=30)
+        with self._db:
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS embeddings ("
+                " kind TEXT NOT NULL, model TEXT NOT NULL, key TEXT NOT NULL,"
+                " dim INTEGER NOT NULL, vector BLOB NOT NULL,"
+                " PRIMARY KEY (kind, model, key))"
+            )
+
+    def get_many(self, kind: str, model: str, keys: Sequence[str]) -> dict[str, np.ndarray]:
+        found: dict[str, np.ndarray] = {}
+        with self._lock:
+            for chunk in _chunks(list(keys), 500):
+                marks = ",".join("?" * len(chunk))
+                rows = self._db.execute(
+                    f"SELECT key, dim, vector FROM embeddings WHERE kind = ? AND model = ? AND key IN ({marks})",
+                    (kind, model, *chunk),
+                )
+                for key, dim, blob in rows:
+                    vector = np.frombuffer(blob, dtype=np.float32)
+                    if vector.size == dim:
+                        found[key] = vector
+        return found
+
+    def put_many(self, kind: str, model: str, items: Iterable[tuple[str, np.ndarray]]) -> None:
+        rows = [
+            (kind, model, key, int(vector.size), np.ascontiguousarray(vector, dtype=np.float32).tobytes())
+            for key, vector in items
+        ]
+        with self._lock, self._db:
+            self._db.executemany("INSERT OR REPLACE INTO embeddings VALUES (?, ?, ?, ?, ?)", rows)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+def _chunks(items: list, size: int) -> Iterable[list]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]

@@ -1,0 +1,151 @@
+"""The command line: `python -m explain classify IMAGE ... --descriptors FILE.json`.
+
+This layer parses flags, prints tables or JSON lines, and turns the engine's
+exceptions into one-line messages on stderr. It holds no scoring logic: every
+number it prints comes from `Explainer`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from descriptors import DEFAULT_TEMPLATE, DescriptorError, load_descriptors, parse_class_list, select_classes
+from descriptors.prompts import check_template
+from explain.cache import EmbeddingStore
+from explain.engine import Explainer
+from explain.errors import ExplainError, first_line
+from explain.images import open_image
+from explain.models import DEFAULT_MODEL, DEVICES, load_model
+from explain.results import Classification
+
+BATCH_SIZE = 16  # images decoded and encoded together; bounds memory on long lists
+
+
+def default_cache_dir() -> Path:
+    """Where embeddings persist between runs: $DESCRY_CACHE_DIR, else ~/.cache/descry."""
+    configured = os.environ.get("DESCRY_CACHE_DIR")
+    if configured:
+        return Path(configured)
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "descry"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m explain", description="Explainable zero-shot classification by description.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    classify = commands.add_parser("classify", help="classify images and explain the prediction by descriptor")
+    classify.add_argument("images", nargs="+", metavar="IMAGE", help="image files to classify")
+    classify.add_argument("--descriptors", required=True, metavar="FILE.json", help='{"class": ["descriptor", ...]} file')
+    classify.add_argument("--classes", metavar="LIST", help='comma-separated subset and order, e.g. "tree frog,tailed frog"')
+    classify.add_argument(
+        "--model",
+        default=os.environ.get("EXPLAIN_MODEL", DEFAULT_MODEL),
+        metavar="HUB_ID_OR_DIR",
+        help=f"CLIP-family checkpoint (default: $EXPLAIN_MODEL or {DEFAULT_MODEL})",
+    )
+    classify.add_argument("--device", default="auto", choices=DEVICES, help="default: auto (CUDA with fp16, MPS, CPU)")
+    classify.add_argument("--template", default=DEFAULT_TEMPLATE, help=f'baseline prompt (default: "{DEFAULT_TEMPLATE}")')
+    classify.add_argument("--json", action="store_true", help="print one JSON object per image, one per line")
+    classify.add_argument("--top", type=int, default=5, metavar="N", help="classes shown in the table (default: 5)")
+    classify.add_argument("--cache-dir", type=Path, default=None, help="embedding cache (default: $DESCRY_CACHE_DIR or ~/.cache/descry)")
+    classify.add_argument("--no-cache", action="store_true", help="keep embeddings in memory only")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _quiet_transformers()
+    try:
+        return classify_command(args)
+    except (ExplainError, DescriptorError) as error:
+        _error(str(error))
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except Exception as error:  # the last guard: a user never sees a traceback
+        if os.environ.get("DESCRY_DEBUG"):
+            raise
+        _error(f"unexpected {error.__class__.__name__}: {first_line(error)} (set DESCRY_DEBUG=1 for details)")
+        return 1
+
+
+def classify_command(args: argparse.Namespace) -> int:
+    # Check everything cheap before loading a model.
+    classes = parse_class_list(args.classes) if args.classes is not None else None
+    descriptors = select_classes(load_descriptors(args.descriptors), classes)
+    try:
+        check_template(args.template)
+    except ValueError as error:
+        raise DescriptorError(str(error)) from None
+
+    explainer = None
+    failures = 0
+    for start in range(0, len(args.images), BATCH_SIZE):
+        images, names = [], []
+        for path in args.images[start : start + BATCH_SIZE]:
+            try:
+                images.append(open_image(path))
+                names.append(path)
+            except ExplainError as error:
+                _error(str(error))
+                failures += 1
+        if not images:
+            continue
+        if explainer is None:
+            explainer = Explainer(load_model(args.model, args.device), store=_store(args))
+        for result in explainer.classify_many(images, descriptors, args.template, names):
+            print(json.dumps(result.to_dict(), ensure_ascii=False) if args.json else format_table(result, args.top), flush=True)
+    return 1 if failures else 0
+
+
+def format_table(result: Classification, top: int = 5) -> str:
+    """A readable summary: top classes, then the descriptors of the first two, ranked."""
+    baseline = {entry.name: entry.probability for entry in result.baseline}
+    shown = result.predictions[: max(top, 1)]
+    width = max(len("class"), *(len(entry.name) for entry in shown))
+    lines = [f"{result.image}  (model: {result.model})", f"  {'#':>2}  {'class':<{width}}  {'prob':>6}  {'score':>7}  {'baseline':>8}"]
+    for rank, entry in enumerate(shown, 1):
+        lines.append(
+            f"  {rank:>2}  {entry.name:<{width}}  {entry.probability:>6.1%}  {entry.score:>7.2f}  {baseline[entry.name]:>8.1%}"
+        )
+    for entry in result.predictions[:2]:
+        lines.append("")
+        if entry.fallback:
+            lines.append(f"  {entry.name}: no descriptors, scored with its template prompt")
+        else:
+            lines.append(f"  {entry.name}: mean {entry.score:.2f} over {len(entry.descriptors)} descriptors")
+        lines.extend(f"    {d.score:>7.2f}  {d.descriptor}" for d in entry.descriptors)
+    if len(result.predictions) >= 2:
+        lines.append(f"\n  margin {result.contrast().margin:+.2f} for {result.predictions[0].name}")
+    fallback = [name for name in result.fallback_classes if name not in {e.name for e in result.predictions[:2]}]
+    if fallback:
+        lines.append(f"  no descriptors, scored with the template: {', '.join(fallback)}")
+    return "\n".join(lines) + "\n"
+
+
+def _store(args: argparse.Namespace) -> EmbeddingStore | None:
+    if args.no_cache:
+        return None
+    directory = args.cache_dir or default_cache_dir()
+    try:
+        return EmbeddingStore(directory / "embeddings.sqlite3")
+    except Exception as error:  # an unwritable cache must not stop classification
+        _error(f"warning: embedding cache at {directory} is unusable ({first_line(error)}); continuing without it")
+        return None
+
+
+def _quiet_transformers() -> None:
+    # Progress bars and the torchvision fallback notice are noise on a CLI's stderr.
+    from transformers.utils import logging
+
+    logging.set_verbosity_error()
+    logging.disable_progress_bar()
+
+
+def _error(message: str) -> None:
+    text = message if message.startswith("warning:") else f"error: {message}"
+    print(text, file=sys.stderr, flush=True)

@@ -1,0 +1,158 @@
+"""The explainer: descriptors and an image in, a ranked, explained classification out.
+
+`Explainer` joins the pieces in one direction: image -> embedding,
+descriptors -> prompts -> embeddings, then per-descriptor scores -> class
+scores -> sorted records. It owns the embedding caches, so editing one
+descriptor re-encodes one prompt and a known image is never encoded twice.
+The maths lives in `scoring`, the network in `models`, the records in
+`results`; this module only wires them together.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from descriptors import DEFAULT_TEMPLATE, DescriptorError, PromptSet, build_prompts, template_prompt
+from explain.cache import EmbeddingLRU, EmbeddingStore
+from explain.images import content_key, open_image
+from explain.models import EncoderModel
+from explain.results import ClassScore, Classification, DescriptorScore
+from explain.scoring import class_scores, descriptor_scores, softmax
+
+TEXT_CACHE_BYTES = 256 * 2**20  # ~130k prompts at 512 dimensions
+IMAGE_CACHE_BYTES = 64 * 2**20  # ~32k images at 512 dimensions
+
+
+class Explainer:
+    """Scores images against descriptor sets with one model, caching every embedding.
+
+    The caches are keyed by the model's fingerprint and precision, so an
+    explainer can safely share an on-disk `store` with other models.
+    """
+
+    def __init__(
+        self,
+        model: EncoderModel,
+        store: EmbeddingStore | None = None,
+        text_cache_bytes: int = TEXT_CACHE_BYTES,
+        image_cache_bytes: int = IMAGE_CACHE_BYTES,
+    ):
+        self.model = model
+        self.store = store
+        self._texts = EmbeddingLRU(text_cache_bytes)
+        self._images = EmbeddingLRU(image_cache_bytes)
+        self.texts_encoded = 0  # prompts that went through the text encoder
+        self.images_encoded = 0  # images that went through the image encoder
+
+    def text_embeddings(self, prompts: Sequence[str]) -> np.ndarray:
+        """Unit-norm embeddings of `prompts`, encoding only those never seen. # [n_prompts, dim]"""
+        unique = list(dict.fromkeys(prompts))
+        found = self._lookup(self._texts, "text", unique)
+        missing = [p for p in unique if p not in found]
+        if missing:
+            encoded = self.model.encode_texts(missing)
+            self.texts_encoded += len(missing)
+            self._remember(self._texts, "text", zip(missing, encoded), found)
+        return _stack([found[p] for p in prompts], self.model.dim)
+
+    def image_embeddings(self, images: Sequence[Image.Image]) -> np.ndarray:
+        """Unit-norm embeddings of RGB images, keyed by pixel content. # [n_images, dim]"""
+        keys = [content_key(image) for image in images]
+        found = self._lookup(self._images, "image", list(dict.fromkeys(keys)))
+        todo = {key: image for key, image in zip(keys, images) if key not in found}
+        if todo:
+            encoded = self.model.encode_images(list(todo.values()))
+            self.images_encoded += len(todo)
+            self._remember(self._images, "image", zip(todo, encoded), found)
+        return _stack([found[key] for key in keys], self.model.dim)
+
+    def classify(
+        self,
+        image: Image.Image | str | Path | bytes,
+        descriptors: Mapping[str, Sequence[str]],
+        template: str = DEFAULT_TEMPLATE,
+        name: str | None = None,
+    ) -> Classification:
+        """Classify one image (a path, bytes or a PIL image) by its descriptors."""
+        label = name or (str(image) if isinstance(image, (str, Path)) else "image")
+        return self.classify_many([open_image(image, label)], descriptors, template, [label])[0]
+
+    def classify_many(
+        self,
+        images: Sequence[Image.Image],
+        descriptors: Mapping[str, Sequence[str]],
+        template: str = DEFAULT_TEMPLATE,
+        names: Sequence[str] | None = None,
+    ) -> list[Classification]:
+        """Classify already-opened RGB images against the same classes, in one batch."""
+        if not descriptors:
+            raise DescriptorError("the class list is empty: give at least one class name")
+        plan = build_prompts(descriptors, template)
+        baseline_prompts = [template_prompt(c, template) for c in plan.classes]
+        text = self.text_embeddings([*plan.prompts, *baseline_prompts])  # [n_prompts + n_classes, dim]
+        pixels = self.image_embeddings(images)  # [n_images, dim]
+        scores = descriptor_scores(pixels, text, self.model.logit_scale, self.model.logit_bias)
+        n_prompts = len(plan.prompts)
+        by_descriptor, by_template = scores[:, :n_prompts], scores[:, n_prompts:]
+        by_class = class_scores(by_descriptor, plan.counts)  # [n_images, n_classes]
+        names = names or [f"image {i + 1}" for i in range(len(images))]
+        return [
+            Classification(
+                image=names[i],
+                model=self.model.name,
+                predictions=_ranked_classes(plan, by_descriptor[i], by_class[i]),
+                baseline=_ranked_baseline(plan.classes, by_template[i].astype(np.float64)),
+            )
+            for i in range(len(images))
+        ]
+
+    def _lookup(self, memory: EmbeddingLRU, kind: str, keys: list[str]) -> dict[str, np.ndarray]:
+        found = {}
+        for key in keys:
+            vector = memory.get(self.model.key, key)
+            if vector is not None:
+                found[key] = vector
+        if self.store is not None and len(found) < len(keys):
+            from_disk = self.store.get_many(kind, self.model.key, [k for k in keys if k not in found])
+            for key, vector in from_disk.items():
+                memory.put(self.model.key, key, vector)
+            found.update(from_disk)
+        return found
+
+    def _remember(self, memory: EmbeddingLRU, kind: str, items, found: dict[str, np.ndarray]) -> None:
+        items = [(key, np.array(vector)) for key, vector in items]
+        for key, vector in items:
+            memory.put(self.model.key, key, vector)
+            found[key] = vector
+        if self.store is not None:
+            self.store.put_many(kind, self.model.key, items)
+
+
+def _ranked_classes(plan: PromptSet, descriptor_row: np.ndarray, class_row: np.ndarray) -> tuple[ClassScore, ...]:
+    """Class records with descriptors, both sorted by score, highest first."""
+    probabilities = softmax(class_row)
+    records = []
+    for k, class_name in enumerate(plan.classes):
+        span = plan.class_slice(k)
+        entries = [
+            DescriptorScore(text, prompt, float(score))
+            for text, prompt, score in zip(plan.descriptors[span], plan.prompts[span], descriptor_row[span])
+        ]
+        entries.sort(key=lambda d: d.score, reverse=True)
+        fallback = class_name in plan.fallback
+        records.append(ClassScore(class_name, float(class_row[k]), float(probabilities[k]), tuple(entries), fallback))
+    return tuple(sorted(records, key=lambda r: r.score, reverse=True))
+
+
+def _ranked_baseline(classes: Sequence[str], template_row: np.ndarray) -> tuple[ClassScore, ...]:
+    probabilities = softmax(template_row)
+    records = [ClassScore(c, float(s), float(p)) for c, s, p in zip(classes, template_row, probabilities)]
+    return tuple(sorted(records, key=lambda r: r.score, reverse=True))
+
+
+def _stack(vectors: list[np.ndarray], dim: int) -> np.ndarray:
+    return np.stack(vectors) if vectors else np.zeros((0, dim), np.float32)

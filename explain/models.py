@@ -1,0 +1,190 @@
+"""Loading CLIP-family checkpoints and turning text and images into unit vectors.
+
+`load_model` accepts a hub id or a local directory of any image-text model
+that transformers can load with `get_text_features`/`get_image_features`
+(CLIP, MetaCLIP, AltCLIP, ALIGN, SigLIP, SigLIP 2) and wraps it in an
+`EncoderModel` that knows the model's own logit scale and bias. This is the
+only module that runs a network forward pass; it does no caching and no
+scoring (see `engine` and `scoring`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from explain.errors import ModelLoadError, first_line
+from explain.scoring import normalise
+
+DEFAULT_MODEL = "openai/clip-vit-base-patch32"
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """Pick the device: CUDA, then Apple's MPS, then the CPU, unless one is named."""
+    if device not in DEVICES:
+        raise ModelLoadError(f"unknown device {device!r}; choose one of {', '.join(DEVICES)}")
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ModelLoadError("--device cuda was asked for but no CUDA GPU is available")
+    if device == "mps" and not torch.backends.mps.is_available():
+        raise ModelLoadError("--device mps was asked for but Apple's MPS backend is not available")
+    return torch.device(device)
+
+
+@dataclass
+class EncoderModel:
+    """A loaded image-text model with what scoring needs to know about it.
+
+    Embeddings come back as float32 numpy arrays with unit-norm rows,
+    whatever precision the model runs in.
+    """
+
+    name: str
+    model: torch.nn.Module
+    processor: object
+    device: torch.device
+    dtype: torch.dtype
+    fingerprint: str
+    logit_scale: float = field(init=False)
+    logit_bias: float = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.logit_scale, self.logit_bias = _logit_scale_and_bias(self.model)
+        self.tokenizer = self.processor.tokenizer
+        self.image_processor = self.processor.image_processor
+        self._text_args = set(inspect.signature(self.model.get_text_features).parameters)
+        self._image_args = set(inspect.signature(self.model.get_image_features).parameters)
+        # SigLIP was trained on text padded to a fixed length and pools the last
+        # token, so its embeddings depend on the padding; the pipeline pads to 64.
+        self._pad_to_max = "siglip" in self.model.config.model_type
+        self.max_text_length = _max_text_length(self.tokenizer, self.model.config)
+
+    @property
+    def key(self) -> str:
+        """Identifies this model and precision in cache keys."""
+        return f"{self.fingerprint}|{str(self.dtype).removeprefix('torch.')}"
+
+    def text_inputs(self, prompts: Sequence[str]) -> dict[str, torch.Tensor]:
+        """Tokenised prompts on the model's device, with only the arguments the model takes."""
+        padding = "max_length" if self._pad_to_max else True
+        tokens = self.tokenizer(
+            list(prompts), padding=padding, truncation=True, max_length=self.max_text_length, return_tensors="pt"
+        )
+        return {k: v.to(self.device) for k, v in tokens.items() if k in self._text_args}
+
+    def image_inputs(self, images: Sequence[Image.Image]) -> dict[str, torch.Tensor]:
+        """Preprocessed images on the model's device, floating tensors in the model's dtype."""
+        pixels = self.image_processor(images=list(images), return_tensors="pt")
+        return {
+            k: v.to(self.device, self.dtype) if v.is_floating_point() else v.to(self.device)
+            for k, v in pixels.items()
+            if k in self._image_args
+        }
+
+    @torch.inference_mode()
+    def encode_texts(self, prompts: Sequence[str], batch_size: int = 256) -> np.ndarray:
+        """Unit-norm text embeddings. # [n_prompts, dim]"""
+        batches = []
+        for start in range(0, len(prompts), batch_size):
+            inputs = self.text_inputs(prompts[start : start + batch_size])
+            batches.append(_pooled(self.model.get_text_features(**inputs)))
+        return normalise(np.concatenate(batches)) if batches else np.zeros((0, self.dim), np.float32)
+
+    @torch.inference_mode()
+    def encode_images(self, images: Sequence[Image.Image]) -> np.ndarray:
+        """Unit-norm image embeddings. # [n_images, dim]"""
+        if not images:
+            return np.zeros((0, self.dim), np.float32)
+        return normalise(_pooled(self.model.get_image_features(**self.image_inputs(images))))
+
+    @property
+    def dim(self) -> int:
+        config = self.model.config
+        return int(getattr(config, "projection_dim", None) or config.text_config.hidden_size)
+
+
+def load_model(name: str = DEFAULT_MODEL, device: str = "auto") -> EncoderModel:
+    """Load a checkpoint by hub id or directory; fp16 on CUDA, float32 elsewhere."""
+    from transformers import AutoModel, AutoProcessor
+
+    target = resolve_device(device)
+    dtype = torch.float16 if target.type == "cuda" else torch.float32
+    try:
+        model = AutoModel.from_pretrained(name, dtype=dtype)
+        processor = AutoProcessor.from_pretrained(name)
+    except Exception as error:  # transformers raises OSError, ValueError, KeyError... for a bad name
+        hint = "" if Path(name).is_dir() else "; without internet, pass --model DIR with a saved checkpoint"
+        raise ModelLoadError(f"cannot load model {name!r}: {first_line(error)}{hint}") from None
+    return wrap_model(model, processor, name, target)
+
+
+def wrap_model(model: torch.nn.Module, processor: object, name: str, device: torch.device | str = "cpu") -> EncoderModel:
+    """Wrap an already-built model and processor (used by `load_model`, tests and benchmarks)."""
+    if not (hasattr(model, "get_text_features") and hasattr(model, "get_image_features")):
+        raise ModelLoadError(f"{name!r} is a {type(model).__name__}, not an image-text model with text and image encoders")
+    if not (hasattr(processor, "tokenizer") and hasattr(processor, "image_processor")):
+        raise ModelLoadError(f"{name!r} has no processor with both a tokenizer and an image processor")
+    device = torch.device(device)
+    model = model.to(device).eval()
+    dtype = next(model.parameters()).dtype
+    return EncoderModel(name, model, processor, device, dtype, _fingerprint(name, model))
+
+
+def _pooled(output) -> np.ndarray:
+    # transformers 5 returns an output object whose pooler_output is the projected embedding.
+    tensor = output.pooler_output if hasattr(output, "pooler_output") else output
+    return tensor.float().cpu().numpy()
+
+
+def _logit_scale_and_bias(model: torch.nn.Module) -> tuple[float, float]:
+    """The factor and offset that turn a cosine into this model's logit."""
+    if hasattr(model, "logit_scale"):
+        scale = float(model.logit_scale.detach().float().exp())
+    elif hasattr(model, "temperature"):  # ALIGN divides by a learned temperature instead
+        scale = 1.0 / float(model.temperature.detach().float())
+    else:
+        raise ModelLoadError(f"{type(model).__name__} has neither a logit scale nor a temperature")
+    bias = float(model.logit_bias.detach().float()) if hasattr(model, "logit_bias") else 0.0
+    return scale, bias
+
+
+def _max_text_length(tokenizer, config) -> int:
+    """The longest token sequence the text encoder accepts."""
+    limit = getattr(tokenizer, "model_max_length", None)
+    if limit and limit < 100_000:  # tokenizers without a limit report a huge sentinel
+        return int(limit)
+    return int(config.text_config.max_position_embeddings)
+
+
+def _fingerprint(name: str, model: torch.nn.Module) -> str:
+    """Names the exact weights, so disk caches never mix two versions of a checkpoint."""
+    path = Path(name)
+    if path.is_dir():
+        digest = hashlib.blake2b(str(path.resolve()).encode(), digest_size=12)
+        for file in sorted(path.iterdir()):
+            if file.is_file():
+                stat = file.stat()
+                digest.update(f"{file.name}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+        return f"dir:{path.resolve()}@{digest.hexdigest()}"
+    revision = getattr(model.config, "_commit_hash", None)
+    if revision:
+        return f"hub:{name}@{revision}"
+    # A model built in memory: hash its weights, which is slow but only happens in tests and benchmarks.
+    digest = hashlib.blake2b(digest_size=12)
+    for tensor in model.state_dict().values():
+        digest.update(tensor.detach().cpu().reshape(-1)[:1024].contiguous().view(torch.uint8).numpy().tobytes())
+    return f"mem:{name}@{digest.hexdigest()}"

@@ -1,0 +1,101 @@
+"""What a classification returns: plain, sorted records ready to print, chart or serialise.
+
+No maths and no model here: the engine fills these in, the CLI prints them,
+and charts turn them into figures.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class DescriptorScore:
+    """One descriptor's score for one image, with the raw text and the sentence encoded."""
+
+    descriptor: str
+    prompt: str
+    score: float
+
+    def to_dict(self) -> dict:
+        return {"descriptor": self.descriptor, "prompt": self.prompt, "score": self.score}
+
+
+@dataclass(frozen=True)
+class ClassScore:
+    """One class's mean score and probability, with its descriptors sorted highest first.
+
+    `fallback` is True when the class had no descriptors and was scored with
+    its template prompt alone.
+    """
+
+    name: str
+    score: float
+    probability: float
+    descriptors: tuple[DescriptorScore, ...] = ()
+    fallback: bool = False
+
+    def to_dict(self, with_descriptors: bool = True) -> dict:
+        record = {"class": self.name, "score": self.score, "probability": self.probability}
+        if with_descriptors:
+            record["descriptors"] = [d.to_dict() for d in self.descriptors]
+            record["fallback"] = self.fallback
+        return record
+
+
+@dataclass(frozen=True)
+class Contrast:
+    """Why the top class beat the runner-up, descriptor by descriptor.
+
+    A class score is a mean, so descriptor d of a class with n descriptors adds
+    score(d) / n to it; `margin` equals the top class's contributions minus
+    the runner-up's.
+    """
+
+    top: ClassScore
+    runner_up: ClassScore
+    margin: float
+
+    @staticmethod
+    def contributions(entry: ClassScore) -> list[tuple[DescriptorScore, float]]:
+        """Each descriptor of a class with its share of the class score."""
+        return [(d, d.score / len(entry.descriptors)) for d in entry.descriptors]
+
+    def to_dict(self) -> dict:
+        def side(entry: ClassScore) -> dict:
+            return {
+                "class": entry.name,
+                "score": entry.score,
+                "descriptors": [dict(d.to_dict(), contribution=c) for d, c in self.contributions(entry)],
+            }
+
+        return {"top": side(self.top), "runner_up": side(self.runner_up), "margin": self.margin}
+
+
+@dataclass(frozen=True)
+class Classification:
+    """The result for one image: descriptor-based predictions and the template baseline."""
+
+    image: str
+    model: str
+    predictions: tuple[ClassScore, ...]  # sorted by score, highest first
+    baseline: tuple[ClassScore, ...]  # sorted by score, highest first
+
+    @property
+    def fallback_classes(self) -> list[str]:
+        return [entry.name for entry in self.predictions if entry.fallback]
+
+    def contrast(self) -> Contrast:
+        """The top class against the runner-up; needs at least two classes."""
+        if len(self.predictions) < 2:
+            raise ValueError("a contrastive explanation needs at least two classes")
+        top, runner_up = self.predictions[0], self.predictions[1]
+        return Contrast(top, runner_up, top.score - runner_up.score)
+
+    def to_dict(self) -> dict:
+        return {
+            "image": self.image,
+            "model": self.model,
+            "predictions": [entry.to_dict() for entry in self.predictions],
+            "baseline": [entry.to_dict(with_descriptors=False) for entry in self.baseline],
+        }

@@ -1,0 +1,107 @@
+"""Small random CLIP-family checkpoints built offline, for tests and benchmarks.
+
+No weights can be downloaded here, so these build the real transformers
+classes from configs with an in-memory byte-level BPE tokenizer, then save
+them to a directory so that callers load them through `from_pretrained`,
+exactly as a user's checkpoint would be. Random weights make rankings
+meaningless; they exercise mechanics and parity, not accuracy.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+from transformers import (
+    CLIPConfig,
+    CLIPImageProcessor,
+    CLIPModel,
+    CLIPProcessor,
+    CLIPTokenizer,
+    SiglipConfig,
+    SiglipImageProcessor,
+    SiglipModel,
+    SiglipProcessor,
+)
+
+IMAGE_SIZE = 32
+
+
+def _byte_alphabet() -> list[str]:
+    """The 256 printable stand-ins for bytes that byte-level BPE uses (as in GPT-2 and CLIP)."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    stand_ins = list(printable)
+    extra = 0
+    for byte in range(256):
+        if byte not in printable:
+            printable.append(byte)
+            stand_ins.append(256 + extra)
+            extra += 1
+    return [chr(c) for c in stand_ins]
+
+
+def byte_tokenizer() -> CLIPTokenizer:
+    """A CLIP tokenizer whose vocabulary is single bytes plus a few merges: every text tokenises."""
+    alphabet = _byte_alphabet()
+    vocab = {ch: i for i, ch in enumerate(alphabet)}
+    vocab.update({ch + "</w>": len(alphabet) + i for i, ch in enumerate(alphabet)})
+    merges = [("h", "a"), ("ha", "s</w>"), ("w", "h"), ("wh", "i"), ("whi", "c"), ("whic", "h</w>")]
+    for left, right in merges:
+        vocab.setdefault(left + right, len(vocab))
+    vocab["<|startoftext|>"] = len(vocab)
+    vocab["<|endoftext|>"] = len(vocab)
+    return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=77)
+
+
+def clip_config(tokenizer: CLIPTokenizer, **sizes) -> CLIPConfig:
+    """A CLIP config sized by `sizes`; the defaults are tiny. `full=True` gives ViT-B/32 sizes."""
+    special = {
+        "vocab_size": max(len(tokenizer), sizes.pop("vocab_size", 0)),
+        "bos_token_id": tokenizer.convert_tokens_to_ids("<|startoftext|>"),
+        "eos_token_id": tokenizer.convert_tokens_to_ids("<|endoftext|>"),
+        "pad_token_id": tokenizer.convert_tokens_to_ids("<|endoftext|>"),
+    }
+    if sizes.pop("full", False):
+        return CLIPConfig(text_config={**special, "vocab_size": 49408})
+    text = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=77)
+    vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, image_size=IMAGE_SIZE, patch_size=8)
+    return CLIPConfig(text_config={**text, **special}, vision_config=vision, projection_dim=16, **sizes)
+
+
+def clip_processor(tokenizer: CLIPTokenizer, image_size: int = IMAGE_SIZE) -> CLIPProcessor:
+    images = CLIPImageProcessor(size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size})
+    return CLIPProcessor(image_processor=images, tokenizer=tokenizer)
+
+
+def save_tiny_clip(directory: Path, seed: int = 0) -> Path:
+    """A tiny random CLIP with CLIP's real logit scale (100) saved to `directory`."""
+    torch.manual_seed(seed)
+    tokenizer = byte_tokenizer()
+    model = CLIPModel(clip_config(tokenizer, logit_scale_init_value=math.log(100.0))).eval()
+    model.save_pretrained(directory)
+    clip_processor(tokenizer).save_pretrained(directory)
+    return directory
+
+
+def save_tiny_siglip(directory: Path, seed: int = 0) -> Path:
+    """A tiny random SigLIP (sigmoid loss, logit scale and bias) saved to `directory`."""
+    torch.manual_seed(seed)
+    tokenizer = byte_tokenizer()
+    text = dict(
+        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+        max_position_embeddings=64,
+        bos_token_id=tokenizer.convert_tokens_to_ids("<|startoftext|>"),
+        eos_token_id=tokenizer.convert_tokens_to_ids("<|endoftext|>"),
+        pad_token_id=tokenizer.convert_tokens_to_ids("<|endoftext|>"),
+    )
+    vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, image_size=IMAGE_SIZE, patch_size=8)
+    model = SiglipModel(SiglipConfig(text_config=text, vision_config=vision)).eval()
+    with torch.no_grad():  # trained SigLIP has a large scale and a negative bias; random init has neither
+        model.logit_scale.fill_(math.log(110.0))
+        model.logit_bias.fill_(-12.0)
+    model.save_pretrained(directory)
+    tokenizer.model_max_length = 64
+    images = SiglipImageProcessor(size={"height": IMAGE_SIZE, "width": IMAGE_SIZE})
+    SiglipProcessor(image_processor=images, tokenizer=tokenizer).save_pretrained(directory)
+    return directory
