@@ -1,0 +1,116 @@
+"""How cheap live editing is, as ratios to the model's own forward passes.
+
+Runs on the full-size ViT-B/32 architecture (`CLIPConfig()` defaults) with
+random weights, which cost the same compute as trained ones, and prints:
+
+  (a) re-scoring after one descriptor of a 10-class x 6-descriptor set is
+      edited, image already cached / one text-encoder forward of one prompt
+      (target <= 2);
+  (b) scoring a new image with every prompt already cached / one
+      image-encoder forward (target <= 1.3).
+
+Both sides of each ratio are measured in the same run, so the ratios hold
+across machines even though the milliseconds do not. This is a script, not a
+test: timings on shared machines are too noisy to assert on.
+
+    python bench/bench_scorer.py [--repeats 30]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
+from transformers import CLIPImageProcessor, CLIPModel, CLIPProcessor  # noqa: E402
+
+from explain import Explainer, wrap_model  # noqa: E402
+from tests.tiny_models import byte_tokenizer, clip_config  # noqa: E402
+
+FEATURES = [
+    "protruding eyes", "a bright green colour", "sticky toe pads", "a slender body",
+    "long hind legs", "a smooth, moist skin",
+]  # fmt: skip
+
+
+def median_ms(action, repeats: int, warmup: int = 3) -> float:
+    for _ in range(warmup):
+        action()
+    times = []
+    for i in range(repeats):
+        start = time.perf_counter()
+        action(i)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1000
+
+
+def photo(seed: int) -> Image.Image:
+    """A 640x480 photo-sized image of noise: decoding and resizing cost as much as a real one."""
+    pixels = np.random.default_rng(seed).integers(0, 256, size=(480, 640, 3), dtype=np.uint8)
+    return Image.fromarray(pixels, "RGB")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeats", type=int, default=30)
+    args = parser.parse_args()
+
+    torch.manual_seed(0)
+    tokenizer = byte_tokenizer()
+    model = CLIPModel(clip_config(tokenizer, full=True)).eval()
+    processor = CLIPProcessor(image_processor=CLIPImageProcessor(), tokenizer=tokenizer)
+    encoder = wrap_model(model, processor, "clip-vit-b-32-random-weights", "cpu")
+    explainer = Explainer(encoder)
+    descriptors = {f"class {k}": [f"{feature} variant {k}" for feature in FEATURES] for k in range(10)}
+    image = photo(0)
+    explainer.classify(image, descriptors)  # fills both caches
+
+    counter = iter(range(10**9))
+
+    def rescore_after_edit(_=None):
+        edited = dict(descriptors)
+        edited["class 3"] = [f"edited feature number {next(counter)}", *descriptors["class 3"][1:]]
+        explainer.classify(image, edited)
+
+    one_prompt = encoder.text_inputs([f"class 3, which has edited feature number {10**6}"])
+
+    def text_forward(_=None):
+        with torch.inference_mode():
+            model.get_text_features(**one_prompt)
+
+    images = [photo(seed) for seed in range(1, args.repeats + 10)]
+    new_images = iter(images)
+
+    def score_new_image(_=None):
+        explainer.classify(next(new_images), descriptors)
+
+    pixels = encoder.image_inputs([images[0]])
+
+    def image_forward(_=None):
+        with torch.inference_mode():
+            model.get_image_features(**pixels)
+
+    before = explainer.texts_encoded
+    edit_ms = median_ms(rescore_after_edit, args.repeats)
+    text_ms = median_ms(text_forward, args.repeats)
+    new_image_ms = median_ms(score_new_image, args.repeats)
+    image_ms = median_ms(image_forward, args.repeats)
+    edits = args.repeats + 3
+    assert explainer.texts_encoded - before == edits, "an edit re-encoded more than the edited prompt"
+
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, ViT-B/32 sizes, random weights, median of {args.repeats}")
+    print(f"(a) re-score after one edit  {edit_ms:8.2f} ms / one text forward   {text_ms:8.2f} ms = {edit_ms / text_ms:5.2f}  (target <= 2)")
+    print(f"(b) score a new image        {new_image_ms:8.2f} ms / one image forward  {image_ms:8.2f} ms = {new_image_ms / image_ms:5.2f}  (target <= 1.3)")
+
+
+if __name__ == "__main__":
+    main()
