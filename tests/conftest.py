@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from explain import load_model
-from tests.tiny_models import save_tiny_clip, save_tiny_siglip
+from tests.tiny_models import save_tiny_align, save_tiny_altclip, save_tiny_clip, save_tiny_siglip, save_tiny_siglip2
 
 FROGS = {
     "tree frog": ["protruding eyes", "a bright green colour", "sticky toe pads", "often found on leaves"],
@@ -34,6 +34,21 @@ def clip_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def siglip_dir(tmp_path_factory):
     return save_tiny_siglip(tmp_path_factory.mktemp("tiny-siglip"))
+
+
+FAMILIES = {
+    "clip": save_tiny_clip,
+    "siglip": save_tiny_siglip,
+    "siglip2": save_tiny_siglip2,
+    "align": save_tiny_align,
+    "altclip": save_tiny_altclip,
+}
+
+
+@pytest.fixture(scope="session", params=list(FAMILIES))
+def family(request, tmp_path_factory):
+    """A saved tiny checkpoint of each supported model family, in turn."""
+    return FAMILIES[request.param](tmp_path_factory.mktemp(f"tiny-{request.param}"))
 
 
 @pytest.fixture(scope="session")

@@ -26,6 +26,7 @@ from transformers import (
 )
 
 IMAGE_SIZE = 32
+ALIGN_DIM = 32
 
 
 def _byte_alphabet() -> list[str]:
@@ -104,4 +105,74 @@ def save_tiny_siglip(directory: Path, seed: int = 0) -> Path:
     tokenizer.model_max_length = 64
     images = SiglipImageProcessor(size={"height": IMAGE_SIZE, "width": IMAGE_SIZE})
     SiglipProcessor(image_processor=images, tokenizer=tokenizer).save_pretrained(directory)
+    return directory
+
+
+def _letters_and_words() -> list[str]:
+    """A small word list that covers the test prompts well enough; anything else becomes unknown."""
+    words = "a an the of photo which is has often can may typically used tree tailed frog bull newt eyes green colour body"
+    return [*words.split(), *"abcdefghijklmnopqrstuvwxyz", ",", ".", "-"]
+
+
+def save_tiny_align(directory: Path, seed: int = 0) -> Path:
+    """A tiny random ALIGN (BERT text tower, EfficientNet image tower, a learned temperature)."""
+    from transformers import AlignConfig, AlignModel, AlignProcessor, BertTokenizer, EfficientNetImageProcessor
+
+    torch.manual_seed(seed)
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    vocab = {token: i for i, token in enumerate([*specials, *_letters_and_words(), *("##" + c for c in "abcdefghijklmnopqrstuvwxyz")])}
+    tokenizer = BertTokenizer(vocab=vocab, model_max_length=64)
+    # A wide initialisation keeps the tiny BERT's sentence embeddings apart, so parity checks have something to see.
+    text = dict(
+        vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+        max_position_embeddings=64, initializer_range=0.5,
+    )
+    # ALIGN scores the vision tower's pooled output directly, so its width must equal the text projection.
+    vision = dict(image_size=IMAGE_SIZE, hidden_dim=ALIGN_DIM, width_coefficient=0.1, depth_coefficient=0.1)
+    model = AlignModel(AlignConfig(text_config=text, vision_config=vision, projection_dim=ALIGN_DIM, temperature_init_value=0.05)).eval()
+    with torch.no_grad():  # the default init shrinks activations to ~1e-30 through a narrow EfficientNet
+        for module in model.vision_model.modules():
+            if isinstance(module, torch.nn.Conv2d):
+                torch.nn.init.kaiming_normal_(module.weight)
+    model.save_pretrained(directory)
+    images = EfficientNetImageProcessor(size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}, do_center_crop=False)
+    AlignProcessor(image_processor=images, tokenizer=tokenizer).save_pretrained(directory)
+    return directory
+
+
+def save_tiny_altclip(directory: Path, seed: int = 0) -> Path:
+    """A tiny random AltCLIP (XLM-R text tower with a unigram tokenizer, CLIP image tower)."""
+    from transformers import AltCLIPConfig, AltCLIPModel, AltCLIPProcessor, XLMRobertaTokenizer
+
+    torch.manual_seed(seed)
+    pieces = ["<s>", "<pad>", "</s>", "<unk>", "<mask>", *("▁" + w for w in _letters_and_words()), *_letters_and_words(), "▁"]
+    tokenizer = XLMRobertaTokenizer(vocab=[(p, -float(i)) for i, p in enumerate(pieces)], model_max_length=64)
+    text = dict(
+        vocab_size=len(pieces), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+        max_position_embeddings=80, project_dim=16, pad_token_id=1, bos_token_id=0, eos_token_id=2, initializer_range=0.5,
+    )
+    vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, image_size=IMAGE_SIZE, patch_size=8)
+    model = AltCLIPModel(AltCLIPConfig(text_config=text, vision_config=vision, projection_dim=16, logit_scale_init_value=math.log(100.0))).eval()
+    model.save_pretrained(directory)
+    AltCLIPProcessor(image_processor=clip_processor(byte_tokenizer()).image_processor, tokenizer=tokenizer).save_pretrained(directory)
+    return directory
+
+
+def save_tiny_siglip2(directory: Path, seed: int = 0) -> Path:
+    """A tiny random SigLIP 2 (NaFlex: variable patch grids with a pixel attention mask, Gemma tokenizer)."""
+    from transformers import GemmaTokenizer, Siglip2Config, Siglip2ImageProcessor, Siglip2Model, Siglip2Processor
+
+    torch.manual_seed(seed)
+    specials = ["<pad>", "<eos>", "<bos>", "<unk>", "<mask>"]
+    vocab = {token: i for i, token in enumerate([*specials, *_byte_alphabet(), "▁"])}
+    tokenizer = GemmaTokenizer(vocab=vocab, merges=[], model_max_length=64)
+    text = dict(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=64)
+    # The processor's own defaults (16-pixel patches, up to 256 of them) are those of the released checkpoints.
+    vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_patches=256, patch_size=16)
+    model = Siglip2Model(Siglip2Config(text_config=text, vision_config=vision)).eval()
+    with torch.no_grad():
+        model.logit_scale.fill_(math.log(110.0))
+        model.logit_bias.fill_(-12.0)
+    model.save_pretrained(directory)
+    Siglip2Processor(image_processor=Siglip2ImageProcessor(), tokenizer=tokenizer).save_pretrained(directory)
     return directory
