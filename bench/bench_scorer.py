@@ -34,7 +34,7 @@ from PIL import Image  # noqa: E402
 from transformers import CLIPImageProcessor, CLIPModel, CLIPProcessor  # noqa: E402
 
 from explain import Explainer, wrap_model  # noqa: E402
-from tests.tiny_models import byte_tokenizer, clip_config  # noqa: E402
+from tests.tiny_models import clip_bpe_tokenizer, clip_config  # noqa: E402
 
 FEATURES = [
     "protruding eyes", "a bright green colour", "sticky toe pads", "a slender body",
@@ -42,15 +42,18 @@ FEATURES = [
 ]  # fmt: skip
 
 
-def median_ms(action, repeats: int, warmup: int = 3) -> float:
+def paired_medians(action, reference, repeats: int, warmup: int = 3) -> tuple[float, float]:
+    """Median milliseconds of `action` and `reference`, run alternately so drift hits both alike."""
     for _ in range(warmup):
         action()
-    times = []
-    for i in range(repeats):
-        start = time.perf_counter()
-        action(i)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1000
+        reference()
+    action_times, reference_times = [], []
+    for _ in range(repeats):
+        for run, times in ((action, action_times), (reference, reference_times)):
+            start = time.perf_counter()
+            run()
+            times.append(time.perf_counter() - start)
+    return statistics.median(action_times) * 1000, statistics.median(reference_times) * 1000
 
 
 def photo(seed: int) -> Image.Image:
@@ -65,7 +68,7 @@ def main() -> None:
     args = parser.parse_args()
 
     torch.manual_seed(0)
-    tokenizer = byte_tokenizer()
+    tokenizer = clip_bpe_tokenizer()
     model = CLIPModel(clip_config(tokenizer, full=True)).eval()
     processor = CLIPProcessor(image_processor=CLIPImageProcessor(), tokenizer=tokenizer)
     encoder = wrap_model(model, processor, "clip-vit-b-32-random-weights", "cpu")
@@ -76,34 +79,32 @@ def main() -> None:
 
     counter = iter(range(10**9))
 
-    def rescore_after_edit(_=None):
+    def rescore_after_edit():
         edited = dict(descriptors)
         edited["class 3"] = [f"edited feature number {next(counter)}", *descriptors["class 3"][1:]]
         explainer.classify(image, edited)
 
-    one_prompt = encoder.text_inputs([f"class 3, which has edited feature number {10**6}"])
+    one_prompt = encoder.text_inputs(["class 3, which has edited feature number 20"])  # as long as the edits
 
-    def text_forward(_=None):
+    def text_forward():
         with torch.inference_mode():
             model.get_text_features(**one_prompt)
 
     images = [photo(seed) for seed in range(1, args.repeats + 10)]
     new_images = iter(images)
 
-    def score_new_image(_=None):
+    def score_new_image():
         explainer.classify(next(new_images), descriptors)
 
     pixels = encoder.image_inputs([images[0]])
 
-    def image_forward(_=None):
+    def image_forward():
         with torch.inference_mode():
             model.get_image_features(**pixels)
 
     before = explainer.texts_encoded
-    edit_ms = median_ms(rescore_after_edit, args.repeats)
-    text_ms = median_ms(text_forward, args.repeats)
-    new_image_ms = median_ms(score_new_image, args.repeats)
-    image_ms = median_ms(image_forward, args.repeats)
+    edit_ms, text_ms = paired_medians(rescore_after_edit, text_forward, args.repeats)
+    new_image_ms, image_ms = paired_medians(score_new_image, image_forward, args.repeats)
     edits = args.repeats + 3
     assert explainer.texts_encoded - before == edits, "an edit re-encoded more than the edited prompt"
 

@@ -11,7 +11,7 @@ from explain import ImageError, ModelLoadError, load_model, open_image
 from explain.images import content_key
 from explain.models import _logit_scale_and_bias, resolve_device
 from tests.conftest import random_image
-from tests.tiny_models import byte_tokenizer, clip_processor
+from tests.tiny_models import clip_bpe_tokenizer, clip_processor
 
 
 def one_line(error) -> str:
@@ -81,7 +81,7 @@ def test_directory_without_a_model(tmp_path):
 
 
 def test_text_only_model_is_refused(tmp_path):
-    tokenizer = byte_tokenizer()
+    tokenizer = clip_bpe_tokenizer()
     config = CLIPTextConfig(vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2)
     CLIPTextModel(config).save_pretrained(tmp_path)
     clip_processor(tokenizer).save_pretrained(tmp_path)

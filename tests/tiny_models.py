@@ -1,7 +1,8 @@
 """Small random CLIP-family checkpoints built offline, for tests and benchmarks.
 
 No weights can be downloaded here, so these build the real transformers
-classes from configs with an in-memory byte-level BPE tokenizer, then save
+classes from configs with CLIP's real BPE tokenizer, built in memory from the
+merge list in assets/tokenizer, then save
 them to a directory so that callers load them through `from_pretrained`,
 exactly as a user's checkpoint would be. Random weights make rankings
 meaningless; they exercise mechanics and parity, not accuracy.
@@ -9,6 +10,7 @@ meaningless; they exercise mechanics and parity, not accuracy.
 
 from __future__ import annotations
 
+import copy
 import math
 from pathlib import Path
 
@@ -25,46 +27,27 @@ from transformers import (
     SiglipProcessor,
 )
 
+from descriptors.tokens import byte_alphabet, clip_tokenizer
+
 IMAGE_SIZE = 32
 ALIGN_DIM = 32
 
 
-def _byte_alphabet() -> list[str]:
-    """The 256 printable stand-ins for bytes that byte-level BPE uses (as in GPT-2 and CLIP)."""
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
-    stand_ins = list(printable)
-    extra = 0
-    for byte in range(256):
-        if byte not in printable:
-            printable.append(byte)
-            stand_ins.append(256 + extra)
-            extra += 1
-    return [chr(c) for c in stand_ins]
-
-
-def byte_tokenizer() -> CLIPTokenizer:
-    """A CLIP tokenizer whose vocabulary is single bytes plus a few merges: every text tokenises."""
-    alphabet = _byte_alphabet()
-    vocab = {ch: i for i, ch in enumerate(alphabet)}
-    vocab.update({ch + "</w>": len(alphabet) + i for i, ch in enumerate(alphabet)})
-    merges = [("h", "a"), ("ha", "s</w>"), ("w", "h"), ("wh", "i"), ("whi", "c"), ("whic", "h</w>")]
-    for left, right in merges:
-        vocab.setdefault(left + right, len(vocab))
-    vocab["<|startoftext|>"] = len(vocab)
-    vocab["<|endoftext|>"] = len(vocab)
-    return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=77)
+def clip_bpe_tokenizer() -> CLIPTokenizer:
+    """CLIP's real tokenizer (from the shipped BPE merges), as a private copy callers may modify."""
+    return copy.deepcopy(clip_tokenizer())
 
 
 def clip_config(tokenizer: CLIPTokenizer, **sizes) -> CLIPConfig:
     """A CLIP config sized by `sizes`; the defaults are tiny. `full=True` gives ViT-B/32 sizes."""
     special = {
-        "vocab_size": max(len(tokenizer), sizes.pop("vocab_size", 0)),
+        "vocab_size": len(tokenizer),
         "bos_token_id": tokenizer.convert_tokens_to_ids("<|startoftext|>"),
         "eos_token_id": tokenizer.convert_tokens_to_ids("<|endoftext|>"),
         "pad_token_id": tokenizer.convert_tokens_to_ids("<|endoftext|>"),
     }
     if sizes.pop("full", False):
-        return CLIPConfig(text_config={**special, "vocab_size": 49408})
+        return CLIPConfig(text_config=special)
     text = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=77)
     vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, image_size=IMAGE_SIZE, patch_size=8)
     return CLIPConfig(text_config={**text, **special}, vision_config=vision, projection_dim=16, **sizes)
@@ -78,7 +61,7 @@ def clip_processor(tokenizer: CLIPTokenizer, image_size: int = IMAGE_SIZE) -> CL
 def save_tiny_clip(directory: Path, seed: int = 0) -> Path:
     """A tiny random CLIP with CLIP's real logit scale (100) saved to `directory`."""
     torch.manual_seed(seed)
-    tokenizer = byte_tokenizer()
+    tokenizer = clip_bpe_tokenizer()
     model = CLIPModel(clip_config(tokenizer, logit_scale_init_value=math.log(100.0))).eval()
     model.save_pretrained(directory)
     clip_processor(tokenizer).save_pretrained(directory)
@@ -88,7 +71,7 @@ def save_tiny_clip(directory: Path, seed: int = 0) -> Path:
 def save_tiny_siglip(directory: Path, seed: int = 0) -> Path:
     """A tiny random SigLIP (sigmoid loss, logit scale and bias) saved to `directory`."""
     torch.manual_seed(seed)
-    tokenizer = byte_tokenizer()
+    tokenizer = clip_bpe_tokenizer()
     text = dict(
         vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
         max_position_embeddings=64,
@@ -154,7 +137,7 @@ def save_tiny_altclip(directory: Path, seed: int = 0) -> Path:
     vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, image_size=IMAGE_SIZE, patch_size=8)
     model = AltCLIPModel(AltCLIPConfig(text_config=text, vision_config=vision, projection_dim=16, logit_scale_init_value=math.log(100.0))).eval()
     model.save_pretrained(directory)
-    AltCLIPProcessor(image_processor=clip_processor(byte_tokenizer()).image_processor, tokenizer=tokenizer).save_pretrained(directory)
+    AltCLIPProcessor(image_processor=clip_processor(clip_bpe_tokenizer()).image_processor, tokenizer=tokenizer).save_pretrained(directory)
     return directory
 
 
@@ -164,7 +147,7 @@ def save_tiny_siglip2(directory: Path, seed: int = 0) -> Path:
 
     torch.manual_seed(seed)
     specials = ["<pad>", "<eos>", "<bos>", "<unk>", "<mask>"]
-    vocab = {token: i for i, token in enumerate([*specials, *_byte_alphabet(), "▁"])}
+    vocab = {token: i for i, token in enumerate([*specials, *byte_alphabet(), "▁"])}
     tokenizer = GemmaTokenizer(vocab=vocab, merges=[], model_max_length=64)
     text = dict(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=64)
     # The processor's own defaults (16-pixel patches, up to 256 of them) are those of the released checkpoints.
