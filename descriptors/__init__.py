@@ -4,23 +4,34 @@ Public surface: reading descriptor files, choosing classes from them, and
 building the prompts CLIP reads. Generation with an LLM lives elsewhere.
 """
 
-from descriptors.prompts import DEFAULT_TEMPLATE, PromptSet, build_prompts, class_label, prompt_for, template_prompt
+from descriptors.prompts import (
+    DEFAULT_TEMPLATE,
+    PromptSet,
+    build_prompts,
+    class_label,
+    normalise_name,
+    prompt_for,
+    template_prompt,
+)
 from descriptors.store import (
     DescriptorError,
     Descriptors,
     load_descriptors,
-    normalise_name,
     parse_class_list,
     parse_descriptors,
     select_classes,
 )
+from descriptors.validate import Problem, check_descriptors, check_structure
 
 __all__ = [
     "DEFAULT_TEMPLATE",
     "DescriptorError",
     "Descriptors",
+    "Problem",
     "PromptSet",
     "build_prompts",
+    "check_descriptors",
+    "check_structure",
     "class_label",
     "load_descriptors",
     "normalise_name",

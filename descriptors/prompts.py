@@ -24,6 +24,11 @@ def class_label(class_name: str) -> str:
     return " ".join(class_name.replace("_", " ").split())
 
 
+def normalise_name(class_name: str) -> str:
+    """The form used to match class names: case-folded, underscores as spaces, single-spaced."""
+    return " ".join(class_name.replace("_", " ").casefold().split())
+
+
 def prompt_for(class_name: str, descriptor: str) -> str:
     """The paper's sentence for one descriptor of one class.
 

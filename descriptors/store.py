@@ -10,31 +10,36 @@ does not build prompts (see `prompts`) and does not talk to an LLM.
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
+from descriptors.prompts import normalise_name
+from descriptors.validate import check_structure
+
 Descriptors = dict[str, list[str]]
+
+
+def default_cache_dir() -> Path:
+    """Where caches persist between runs: $DESCRY_CACHE_DIR, else $XDG_CACHE_HOME/descry or ~/.cache/descry."""
+    configured = os.environ.get("DESCRY_CACHE_DIR")
+    if configured:
+        return Path(configured)
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "descry"
 
 
 class DescriptorError(ValueError):
     """A descriptor file or a class list that cannot be used; the message is one line."""
 
 
-def normalise_name(class_name: str) -> str:
-    """The form used to match class names: case-folded, underscores as spaces, single-spaced."""
-    return " ".join(class_name.replace("_", " ").casefold().split())
-
-
 def parse_descriptors(data: object, source: str = "descriptors") -> Descriptors:
-    """Check the shape of already-decoded JSON and return it as a plain dict."""
-    if not isinstance(data, dict):
-        raise DescriptorError(f"{source}: expected a JSON object mapping class names to lists, got {type(data).__name__}")
-    parsed: Descriptors = {}
-    for class_name, values in data.items():
-        if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
-            raise DescriptorError(f"{source}: class {class_name!r} must map to a list of strings")
-        parsed[class_name] = list(values)
-    return parsed
+    """Check the shape of already-decoded JSON and return it as a plain dict of lists."""
+    problems = check_structure(data)
+    if problems:
+        more = f" (and {len(problems) - 1} more; see python -m descriptors validate)" if len(problems) > 1 else ""
+        raise DescriptorError(f"{source}: {problems[0]}{more}")
+    return {class_name: list(values) for class_name, values in data.items()}
 
 
 def load_descriptors(path: str | Path) -> Descriptors:
@@ -80,3 +85,51 @@ def select_classes(descriptors: Mapping[str, list[str]], classes: Iterable[str] 
     if not chosen:
         raise DescriptorError("the class list is empty: give at least one class name")
     return chosen
+
+
+def save_descriptors(path: str | Path, descriptors: Mapping[str, list[str]]) -> None:
+    """Write a descriptor file atomically: a temporary file in the same folder, then a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(descriptors, ensure_ascii=False, indent=2) + "\n"
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as out:
+            out.write(text)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def merge_descriptors(
+    existing: Mapping[str, list[str]], new: Mapping[str, list[str]], replace: bool = False
+) -> tuple[Descriptors, list[str]]:
+    """Add `new` classes to `existing` without touching classes it already has, unless `replace`.
+
+    Names match ignoring case and underscores; a replaced class keeps the
+    existing file's spelling and position. A class whose list is empty is
+    filled, since it holds no edits to keep. Returns the merged set and the
+    names of the classes that were written.
+    """
+    merged = {name: list(values) for name, values in existing.items()}
+    by_key = {normalise_name(name): name for name in merged}
+    written = []
+    for name, values in new.items():
+        current = by_key.get(normalise_name(name))
+        if current is None:
+            merged[name] = list(values)
+            by_key[normalise_name(name)] = name
+            written.append(name)
+        elif replace or not any(v.strip() for v in merged[current]):
+            merged[current] = list(values)  # an empty list holds no edits to keep
+            written.append(current)
+    return merged, written
+
+
+def missing_classes(existing: Mapping[str, list[str]], classes: Iterable[str]) -> list[str]:
+    """The classes, in order, that `existing` lacks or lists without descriptors (names matched loosely)."""
+    have = {normalise_name(name) for name, values in existing.items() if any(v.strip() for v in values)}
+    return [name for name in classes if normalise_name(name) not in have]

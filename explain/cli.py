@@ -15,6 +15,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from descriptors import DEFAULT_TEMPLATE, DescriptorError, load_descriptors, parse_class_list, select_classes
+from descriptors.store import default_cache_dir
+from descriptors.validate import EMPTY, check_descriptors
 from descriptors.prompts import check_template
 from explain.cache import EmbeddingStore
 from explain.engine import Explainer
@@ -24,14 +26,6 @@ from explain.models import DEFAULT_MODEL, DEVICES, load_model
 from explain.results import Classification
 
 BATCH_SIZE = 16  # images decoded and encoded together; bounds memory on long lists
-
-
-def default_cache_dir() -> Path:
-    """Where embeddings persist between runs: $DESCRY_CACHE_DIR, else ~/.cache/descry."""
-    configured = os.environ.get("DESCRY_CACHE_DIR")
-    if configured:
-        return Path(configured)
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "descry"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -81,6 +75,11 @@ def classify_command(args: argparse.Namespace) -> int:
         check_template(args.template)
     except ValueError as error:
         raise DescriptorError(str(error)) from None
+    # Empty classes are reported in the output as template fallbacks; other problems deserve a warning.
+    problems = [problem for problem in check_descriptors(descriptors) if problem.kind != EMPTY]
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        _error(f"warning: {problems[0]}{more}; see python -m descriptors validate {args.descriptors}")
 
     explainer = None
     failures = 0

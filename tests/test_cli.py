@@ -88,7 +88,7 @@ def test_a_bad_image_does_not_stop_the_others(capsys, clip_dir, image_files, fro
     ("content", "extra", "message"),
     [
         ("{broken", [], "not valid JSON"),
-        ('{"frog": "green"}', [], "must map to a list of strings"),
+        ('{"frog": "green"}', [], "expected a list of strings, got a string"),
         ("{}", [], "the class list is empty"),
         ('{"frog": ["green"]}', ["--classes", " , "], "the class list is empty"),
         ('{"frog": ["green"]}', ["--classes", "frog,Frog"], "listed twice"),
@@ -141,3 +141,14 @@ def test_entry_point_errors_have_no_traceback(image_files, frog_file):
 def test_no_cache_writes_nothing(capsys, clip_dir, image_files, frog_file, tmp_path):
     code, _, _ = run(capsys, image_files[0], "--descriptors", frog_file, "--model", clip_dir, "--no-cache")
     assert code == 0 and not (tmp_path / "cache").exists()
+
+
+def test_descriptor_problems_are_a_warning_not_an_error(capsys, clip_dir, image_files, tmp_path):
+    path = tmp_path / "d.json"
+    path.write_text(json.dumps({"newt": ["a newt's crest", "spotted skin"], "toad": ["warts", " ".join(["long"] * 80)]}))
+    code, out, err = run(capsys, image_files[0], "--descriptors", path, "--model", clip_dir, "--json")
+    assert code == 0 and json.loads(out)["image"] == str(image_files[0])
+    assert err.splitlines() == [
+        "warning: class 'newt': descriptor \"a newt's crest\" contains the class name (and 1 more); "
+        f"see python -m descriptors validate {path}"
+    ]

@@ -24,9 +24,10 @@ def test_loads_the_published_format(tmp_path):
     ("text", "message"),
     [
         ("{not json", r"not valid JSON \(Expecting property name enclosed in double quotes at line 1, column 2\)"),
-        ('["a", "b"]', "expected a JSON object mapping class names to lists, got list"),
-        ('{"frog": "green"}', "class 'frog' must map to a list of strings"),
-        ('{"frog": ["green", 3]}', "class 'frog' must map to a list of strings"),
+        ('["a", "b"]', "expected a JSON object mapping class names to lists, got a list"),
+        ('{"frog": "green"}', "class 'frog': expected a list of strings, got a string"),
+        ('{"frog": ["green", 3]}', "class 'frog': item 1 is not a string"),
+        ('{"frog": {}, "newt": null}', r"class 'frog': expected a list of strings, got an object \(and 1 more; see python -m descriptors validate\)"),
         ("", "not valid JSON"),
     ],
 )

@@ -1,0 +1,7 @@
+"""Entry point for `python -m descriptors`; see `descriptors.cli`."""
+
+import sys
+
+from descriptors.cli import main
+
+sys.exit(main())

@@ -1,0 +1,275 @@
+"""Asking an LLM for each class's visual features, over any OpenAI-compatible endpoint.
+
+This module holds the paper's two-shot prompt (with our own worked
+examples), the parser that turns an answer into a clean descriptor list, a
+retrying request to a chat-completions endpoint, and a cache of answers by
+(LLM model, prompt version, class name). It does not read or write
+descriptor files (see `store`) and has no command line (see `cli`).
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import re
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from descriptors.prompts import normalise_name
+
+# Bump when the prompt or the parser changes, so cached answers from the old one are not reused.
+PROMPT_VERSION = "2shot-v1"
+DEFAULT_LLM = "gpt-4o-mini"
+MAX_WAIT_SECONDS = 120.0
+
+_EXAMPLES = """\
+Q: What are useful visual features for distinguishing a hummingbird in a photo?
+A: There are several useful visual features to tell there is a hummingbird in a photo:
+- a very small bird
+- a long, thin, needle-like bill
+- iridescent green or red feathers
+- wings beating so fast they look blurred
+- hovering in front of a flower
+- a short, forked or rounded tail
+
+Q: What are useful visual features for distinguishing a fire hydrant in a photo?
+A: There are several useful visual features to tell there is a fire hydrant in a photo:
+- a short metal post standing on a pavement
+- painted red, yellow or silver
+- a rounded, dome-shaped cap
+- bolted outlet nozzles on the sides
+- a pentagonal nut on top
+- often near a kerb or street corner
+"""
+
+
+def llm_prompt(class_name: str) -> str:
+    """The paper's two-shot prompt, ending where the model should continue the bullet list."""
+    return (
+        f"{_EXAMPLES}\n"
+        f"Q: What are useful features for distinguishing a {class_name} in a photo?\n"
+        f"A: There are several useful visual features to tell there is a {class_name} in a photo:\n"
+        "-"
+    )
+
+
+_BULLET = re.compile(r"^\s*(?:[-*•‣–]|\d{1,2}[.)])\s+(.*)$")
+_EMPHASIS = re.compile(r"[*`]+|(?<!\w)_+|_+(?!\w)")  # markdown emphasis; underscores inside words stay
+
+
+def parse_answer(text: str, class_name: str) -> list[str]:
+    """Turn an LLM's answer into a clean list of descriptors.
+
+    Accepts "-", "*" and "1." bullets, a first item without a bullet (the
+    prompt ends with "-"), chatty preambles ending in ":", and plain lists
+    with one item per line or separated by semicolons or commas. Drops
+    duplicates, empty items and items that merely repeat the class name, and
+    stops where the model starts a new "Q:".
+    """
+    lines = []
+    for line in text.replace("\r\n", "\n").split("\n"):
+        if re.match(r"^\s*Q:", line):
+            break
+        if line.strip() and not line.strip().startswith("```"):
+            lines.append(line)
+    bulleted = [m.group(1) for m in map(_BULLET.match, lines) if m]
+    if bulleted:
+        items = bulleted
+        first = lines[0]
+        if not _BULLET.match(first) and not _is_preamble(first):
+            items = [first, *items]  # the answer continued the prompt's trailing "-"
+    else:
+        prose = [line for line in lines if not _is_preamble(line)]
+        if len(prose) == 1:
+            separator = ";" if ";" in prose[0] else ","
+            items = prose[0].split(separator)
+            if len(items) > 1:  # "a, b and c": the last comma item may hold two
+                items[-1:] = re.split(r"\s+and\s+", items[-1], maxsplit=1)
+        else:
+            items = prose
+    return _clean(items, class_name)
+
+
+def _is_preamble(line: str) -> bool:
+    stripped = line.strip()
+    return stripped.endswith(":") or bool(re.match(r"^(sure|certainly|of course|here (are|is))\b", stripped, re.I))
+
+
+def _clean(items: Iterable[str], class_name: str) -> list[str]:
+    kept, seen = [], set()
+    own_names = {normalise_name(f"{article}{class_name}") for article in ("", "a ", "an ", "the ")}
+    for item in items:
+        item = _EMPHASIS.sub("", item)
+        item = re.sub(r"^\s*(?:and|or)\s+", "", item)
+        item = " ".join(item.split()).strip(" .;,")
+        if item[:1].isupper() and item[1:2].islower():
+            item = item[0].lower() + item[1:]  # "Protruding eyes" -> "protruding eyes"; "M-shaped" stays
+        key = normalise_name(item)
+        if not key or key in seen or key in own_names:
+            continue
+        seen.add(key)
+        kept.append(item)
+    return kept
+
+
+class LLMError(RuntimeError):
+    """A request that failed for good; the message is one line and never contains the API key."""
+
+
+@dataclass
+class LLM:
+    """An OpenAI-compatible chat endpoint and how patiently to ask it."""
+
+    client: object  # openai.OpenAI, or anything with .chat.completions.create
+    model: str = DEFAULT_LLM
+    max_retries: int = 4
+    backoff: float = 1.0  # seconds before the first retry; doubles each time
+    sleep: Callable[[float], None] = time.sleep
+    secret: str = field(default="", repr=False)  # redacted from every message
+
+    def ask(self, class_name: str) -> str:
+        """The raw answer text for one class, retrying 429s, 5xx and timeouts with backoff."""
+        import openai
+
+        attempt = 0
+        while True:
+            try:
+                response = self.client.chat.completions.create(
+                    model=self.model,
+                    messages=[{"role": "user", "content": llm_prompt(class_name)}],
+                    temperature=0,
+                )
+                return response.choices[0].message.content or ""
+            except openai.APIStatusError as error:
+                status = error.status_code
+                if status != 429 and status < 500:
+                    raise LLMError(self.redact(f"HTTP {status} from the LLM: {_message(error)}")) from None
+                reason, wait = f"HTTP {status}", _retry_after(error.response)
+            except openai.APITimeoutError:
+                reason, wait = "timed out", None
+            except openai.APIConnectionError as error:
+                reason, wait = f"cannot connect ({_message(error)})", None
+            if attempt == self.max_retries:
+                raise LLMError(self.redact(f"{reason} after {attempt + 1} attempt{'s' if attempt else ''}"))
+            self.sleep(min(wait if wait is not None else self.backoff * 2**attempt, MAX_WAIT_SECONDS))
+            attempt += 1
+
+    def redact(self, text: str) -> str:
+        return text.replace(self.secret, "***") if self.secret else text
+
+
+def make_llm(model: str, base_url: str | None, api_key: str | None, timeout: float = 60.0, **options) -> LLM:
+    """An `LLM` over the official openai client; local servers get a placeholder key."""
+    import openai
+
+    client = openai.OpenAI(api_key=api_key or "not-needed", base_url=base_url or None, timeout=timeout, max_retries=0)
+    return LLM(client, model, secret=api_key or "", **options)
+
+
+class GenerationCache:
+    """Parsed answers in SQLite, keyed by (LLM model, prompt version, class name)."""
+
+    def __init__(self, path: str | Path):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(path, check_same_thread=False, timeout=30)
+        with self._db:
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS generations (model TEXT, prompt_version TEXT, class_name TEXT,"
+                " descriptors TEXT, PRIMARY KEY (model, prompt_version, class_name))"
+            )
+
+    def get(self, model: str, class_name: str) -> list[str] | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT descriptors FROM generations WHERE model = ? AND prompt_version = ? AND class_name = ?",
+                (model, PROMPT_VERSION, class_name),
+            ).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def put(self, model: str, class_name: str, descriptors: list[str]) -> None:
+        with self._lock, self._db:
+            self._db.execute(
+                "INSERT OR REPLACE INTO generations VALUES (?, ?, ?, ?)",
+                (model, PROMPT_VERSION, class_name, json.dumps(descriptors, ensure_ascii=False)),
+            )
+
+
+@dataclass
+class Generation:
+    """What a run produced: descriptors by class, failures by class, and which answers came from the cache."""
+
+    descriptors: dict[str, list[str]] = field(default_factory=dict)
+    failures: dict[str, str] = field(default_factory=dict)
+    cached: set[str] = field(default_factory=set)
+
+
+def generate(
+    classes: list[str],
+    llm: LLM,
+    cache: GenerationCache | None = None,
+    concurrency: int = 4,
+    on_done: Callable[[str, Generation], None] | None = None,
+) -> Generation:
+    """Descriptors for each class, asking up to `concurrency` at once; one failure never stops the rest."""
+    result = Generation()
+    todo = []
+    for class_name in classes:
+        hit = cache.get(llm.model, class_name) if cache else None
+        if hit:
+            result.descriptors[class_name] = hit
+            result.cached.add(class_name)
+            if on_done:
+                on_done(class_name, result)
+        else:
+            todo.append(class_name)
+
+    def one(class_name: str) -> list[str]:
+        descriptors = parse_answer(llm.ask(class_name), class_name)
+        if not descriptors:
+            raise LLMError("the answer held no usable descriptors")
+        return descriptors
+
+    with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
+        futures = {pool.submit(one, class_name): class_name for class_name in todo}
+        for future in as_completed(futures):
+            class_name = futures[future]
+            try:
+                result.descriptors[class_name] = future.result()
+                if cache:
+                    cache.put(llm.model, class_name, result.descriptors[class_name])
+            except LLMError as error:
+                result.failures[class_name] = str(error)
+            except Exception as error:  # a bug or an odd reply must not lose the other classes
+                result.failures[class_name] = llm.redact(f"{error.__class__.__name__}: {error}".splitlines()[0])
+            if on_done:
+                on_done(class_name, result)
+    # Keep the caller's class order.
+    result.descriptors = {c: result.descriptors[c] for c in classes if c in result.descriptors}
+    return result
+
+
+def _retry_after(response) -> float | None:
+    """Seconds to wait from a Retry-After header: a number of seconds, or an HTTP date."""
+    value = response.headers.get("retry-after") if response is not None else None
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        return max(0.0, email.utils.parsedate_to_datetime(value).timestamp() - time.time())
+    except (TypeError, ValueError):
+        return None
+
+
+def _message(error: Exception) -> str:
+    body = getattr(error, "body", None)  # the server's {"message": ...}, without the client's "Error code" prefix
+    text = str(body.get("message") if isinstance(body, dict) and body.get("message") else getattr(error, "message", error)).strip()
+    return text.splitlines()[0] if text else error.__class__.__name__
