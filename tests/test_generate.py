@@ -94,6 +94,21 @@ def test_happy_path_sends_the_papers_prompt(server):
     assert sorted(r["class"] for r in server.requests) == ["tailed frog", "tree frog"]
 
 
+@pytest.mark.parametrize(
+    "reply",
+    [
+        "protruding eyes\nbright green colour\nsticky toe pads",
+        "1. Protruding eyes\n2. Bright green colour\n3. Sticky toe pads",
+        "Sure! Here are some useful visual features:\n\n- **Protruding eyes**\n- Bright green colour\n- Sticky toe pads\n\nHope this helps!",
+    ],
+    ids=["no-bullets", "numbered", "chatty"],
+)
+def test_answer_styles_through_the_server(server, reply):
+    server.script("tree frog", answer(reply))
+    result = generate(["tree frog"], llm_for(server))
+    assert result.descriptors == {"tree frog": ["protruding eyes", "bright green colour", "sticky toe pads"]}
+
+
 def test_429_then_success_honours_retry_after(server):
     server.script("newt", failure(429, "slow down", retry_after="3"), answer("- a crest"))
     sleeps = []
