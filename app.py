@@ -1,102 +1,424 @@
-"""Descry's web app: upload an image, name classes, see which descriptors drove the prediction.
+"""Descry's web app: upload an image, name classes, edit their features, see what drove the prediction.
 
-A thin Gradio layer over `explain.Explainer`: the handlers parse the page's
-inputs, call the engine, and turn its records into table rows. The model is
-loaded once per process, on first use, never at import time.
+A thin Gradio layer over the engine. Every handler below is a plain function
+of plain values (paths, strings, dicts) that calls `explain` and
+`descriptors` and returns figures, dicts and text; the Blocks layout only
+wires them to components. Models load once per process and are shared
+read-only; each browser session keeps its own descriptor set in `gr.State`.
 
-    python app.py [--model HUB_ID_OR_DIR] [--port N] [--share]
+    python app.py [--model HUB_ID_OR_DIR ...] [--port N] [--share]
 """
 
 from __future__ import annotations
 
 import argparse
+import html
 import json
 import os
+import re
+import tempfile
 import threading
+import time
 from pathlib import Path
 
 import gradio as gr
+from gradio import FileData
 
-from descriptors import DescriptorError, parse_class_list, parse_descriptors, select_classes
-from explain import DEFAULT_MODEL, Explainer, ExplainError, load_model, open_image
+from descriptors import DescriptorError, check_descriptors, load_descriptors, normalise_name, parse_class_list, select_classes
+from descriptors.generate import DEFAULT_LLM, GenerationCache, generate, make_llm
+from descriptors.store import default_cache_dir, merge_descriptors, parse_descriptors
+from descriptors.validate import EMPTY
+from explain import DEFAULT_MODEL, Explainer, ExplainError, ModelLoadError, load_model, open_image
+from explain.charts import contrast_figure, descriptor_figure, ranking_figure
+
+try:  # On a Hugging Face ZeroGPU Space, GPU work must run inside spaces.GPU; elsewhere this is a no-op.
+    import spaces
+
+    on_gpu = spaces.GPU
+except ImportError:
+
+    def on_gpu(function):
+        return function
+
 
 ASSETS = Path(__file__).resolve().parent / "assets"
-DEMO_DESCRIPTORS = ASSETS / "descriptors" / "demo.json"
+SHIPPED = ASSETS / "descriptors" / "demo.json"
+EXAMPLES = sorted((ASSETS / "examples").glob("*.jpg"))
+DEFAULT_CLASSES = "tabby cat, lynx, espresso, cappuccino, dahlia, tree frog, tailed frog"
+MAX_CLASSES = 1000  # an ImageNet-sized list still works; beyond that, evaluate offline
+NO_LLM = (
+    "No LLM is configured. Set `OPENAI_API_KEY` for the OpenAI API, or `OPENAI_BASE_URL` for an "
+    "OpenAI-compatible server such as Ollama (`http://localhost:11434/v1`), then restart the app. "
+    "On a Hugging Face Space, add them as secrets in the Space's settings."
+)
 
 
-class ExplainerHolder:
-    """Loads the model on first use and shares one Explainer (and its caches) across sessions."""
+class Models:
+    """The configured models, each loaded once on first use and shared by every session."""
 
-    def __init__(self, model_name: str):
-        self.model_name = model_name
-        self._explainer: Explainer | None = None
+    def __init__(self, names: list[str], device: str = "auto"):
+        self.names = names
+        self.device = device
+        self._explainers: dict[str, Explainer] = {}
+        self._errors: dict[str, str] = {}
         self._lock = threading.Lock()
 
-    def get(self) -> Explainer:
+    def get(self, name: str | None = None) -> Explainer:
+        name = name or self.names[0]
+        if name not in self.names:
+            raise ModelLoadError(f"model {name!r} is not one of this app's models")
         with self._lock:
-            if self._explainer is None:
-                self._explainer = Explainer(load_model(self.model_name))
-            return self._explainer
+            if name in self._errors:
+                raise ModelLoadError(self._errors[name])
+            if name not in self._explainers:
+                try:
+                    self._explainers[name] = Explainer(load_model(name, self.device))
+                except ModelLoadError as error:
+                    self._errors[name] = str(error)
+                    raise
+            return self._explainers[name]
+
+    def load_error(self, name: str | None = None) -> str | None:
+        """Try to load a model; the reason it failed, or None."""
+        try:
+            self.get(name)
+            return None
+        except ModelLoadError as error:
+            return str(error)
 
 
-def explain_image(holder: ExplainerHolder, image, classes_text: str, descriptors_text: str):
-    """Handler: returns (ranking rows, descriptor rows for the top two classes, status line)."""
-    if image is None:
-        raise gr.Error("Upload an image first.")
+# --- handlers: plain functions of plain values ------------------------------------------------------------
+
+
+def explain(models: Models, model_name: str | None, image, classes_text: str, descriptors: dict):
+    """Score the image; returns (ranking figure, descriptor figure, contrast figure, result dict, status)."""
+    empty = (None, None, None, None)
+    path = image_path(image)
+    if path is None:
+        return *empty, "Upload an image, paste one, or pick an example to see the explanation."
     try:
-        data = json.loads(descriptors_text or "{}")
-    except json.JSONDecodeError as error:
-        raise gr.Error(f"The descriptors are not valid JSON: {error.msg} at line {error.lineno}, column {error.colno}.")
-    try:
-        classes = parse_class_list(classes_text) if classes_text and classes_text.strip() else None
-        descriptors = select_classes(parse_descriptors(data), classes)
-        result = holder.get().classify(open_image(image, "the uploaded image"), descriptors)
+        chosen = chosen_classes(classes_text, descriptors)
+        explainer = models.get(model_name)
+        picture = open_image(path, "The image")
+        started = time.perf_counter()
+        before = explainer.texts_encoded
+        result = classify_on_device(explainer, picture, chosen)
+        elapsed = (time.perf_counter() - started) * 1000
     except (DescriptorError, ExplainError) as error:
-        raise gr.Error(str(error))
-    baseline = {entry.name: entry.probability for entry in result.baseline}
-    ranking = [
-        [entry.name, round(entry.probability, 4), round(entry.score, 2), round(baseline[entry.name], 4)]
-        for entry in result.predictions
-    ]
-    features = [[entry.name, d.descriptor, round(d.score, 2)] for entry in result.predictions[:2] for d in entry.descriptors]
-    note = ""
+        return *empty, f"**Could not explain:** {md(str(error))}"
+    contrast = contrast_figure(result.contrast()) if len(result.predictions) > 1 else None
+    record = result.to_dict()
+    if contrast is not None:
+        record["contrast"] = result.contrast().to_dict()
+    notes = [f"Scored {len(chosen)} classes in {elapsed:.0f} ms; {explainer.texts_encoded - before} new prompts encoded."]
     if result.fallback_classes:
-        note = "No descriptors, scored with the template prompt: " + ", ".join(result.fallback_classes)
-    return ranking, features, note
+        notes.append("No descriptors, scored with the template: " + md(", ".join(result.fallback_classes)) + ".")
+    problems = [p for p in check_descriptors(chosen) if p.kind != EMPTY]
+    if problems:
+        notes.append(f"Descriptor warning: {md(str(problems[0]))}" + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""))
+    return ranking_figure(result), descriptor_figure(result), contrast, record, " ".join(notes)
 
 
-def build_app(model_name: str) -> gr.Blocks:
-    holder = ExplainerHolder(model_name)
-    demo_descriptors = DEMO_DESCRIPTORS.read_text(encoding="utf-8")
-    with gr.Blocks(title="Descry: classification by description") as app:
-        gr.Markdown("# Descry\nExplainable zero-shot image classification by description.")
-        with gr.Row():
-            with gr.Column():
-                image = gr.Image(type="pil", label="Image")
-                classes = gr.Textbox(label="Classes (comma-separated; empty means every class in the descriptors)")
-                descriptors = gr.Code(demo_descriptors, language="json", label="Descriptors")
-                run = gr.Button("Explain", variant="primary")
-            with gr.Column():
-                ranking = gr.Dataframe(headers=["class", "probability", "score", "baseline"], label="Ranking", interactive=False)
-                features = gr.Dataframe(headers=["class", "descriptor", "score"], label="Descriptors of the top two", interactive=False)
-                note = gr.Markdown()
-        gr.Markdown(f"Model: `{model_name}`")
-        run.click(
-            lambda *args: explain_image(holder, *args),
-            inputs=[image, classes, descriptors],
-            outputs=[ranking, features, note],
-            api_name="classify",
+@on_gpu
+def classify_on_device(explainer: Explainer, picture, descriptors: dict):
+    return explainer.classify(picture, descriptors, name="image")
+
+
+def chosen_classes(classes_text: str, descriptors: dict) -> dict[str, list[str]]:
+    """The classes to score, in the typed order, with this session's descriptors."""
+    names = parse_class_list(classes_text or "")
+    if len(names) > MAX_CLASSES:
+        raise DescriptorError(f"{len(names)} classes is more than the app takes ({MAX_CLASSES}); use the CLI for more")
+    return select_classes(descriptors, names)
+
+
+def editor_choices(classes_text: str, descriptors: dict, editing: str | None):
+    """The class picker's choices and the selected class's features, after the class list changed."""
+    names = parse_class_list(classes_text or "")[:MAX_CLASSES]
+    keys = {normalise_name(name) for name in names}
+    selected = editing if editing and normalise_name(editing) in keys else (names[0] if names else None)
+    return gr.update(choices=names, value=selected), features_text(descriptors, selected)
+
+
+def features_text(descriptors: dict, class_name: str | None) -> str:
+    """A class's descriptors, one per line, for the editor."""
+    if not class_name:
+        return ""
+    return "\n".join(_lookup(descriptors, class_name) or [])
+
+
+def edit_features(descriptors: dict, class_name: str | None, text: str) -> dict:
+    """A copy of the session's descriptors with one class's features replaced by the edited lines."""
+    if not class_name:
+        return descriptors
+    lines = [line.strip() for line in (text or "").splitlines() if line.strip()]
+    updated = {name: list(values) for name, values in descriptors.items()}
+    key = _key_for(updated, class_name) or class_name
+    updated[key] = lines
+    return updated
+
+
+def remove_class(classes_text: str, class_name: str | None) -> str:
+    """The class list without `class_name`."""
+    if not class_name:
+        return classes_text
+    return ", ".join(name for name in parse_class_list(classes_text or "") if normalise_name(name) != normalise_name(class_name))
+
+
+def generate_missing(descriptors: dict, classes_text: str, llm_factory=None):
+    """Fill classes that have no descriptors using the configured LLM; returns (descriptors, status)."""
+    try:
+        names = list(chosen_classes(classes_text, descriptors))
+    except DescriptorError as error:
+        return descriptors, f"**Could not generate:** {md(str(error))}"
+    missing = [name for name in names if not any(v.strip() for v in _lookup(descriptors, name) or [])]
+    if not missing:
+        return descriptors, "Every class already has descriptors."
+    llm = (llm_factory or configured_llm)()
+    if llm is None:
+        return descriptors, NO_LLM
+    result = generate(missing, llm, GenerationCache(default_cache_dir() / "generations.sqlite3"), concurrency=4)
+    merged, _ = merge_descriptors(descriptors, result.descriptors)
+    status = [f"Generated descriptors for {len(result.descriptors)} of {len(missing)} classes with {md(llm.model)}."]
+    status += [f"Could not generate {md(name)}: {md(reason)}." for name, reason in result.failures.items()]
+    return merged, " ".join(status)
+
+
+def configured_llm():
+    """An LLM from the environment, or None when neither a key nor a base URL is set."""
+    api_key, base_url = os.environ.get("OPENAI_API_KEY"), os.environ.get("OPENAI_BASE_URL")
+    if not api_key and not base_url:
+        return None
+    model = os.environ.get("DESCRY_LLM_MODEL", DEFAULT_LLM)
+    return make_llm(model, base_url, api_key, timeout=float(os.environ.get("DESCRY_LLM_TIMEOUT", 30)), max_retries=1)
+
+
+def reset_descriptors(classes_text: str) -> dict:
+    """The shipped set, plus any cached LLM answers for the listed classes it lacks."""
+    shipped = load_descriptors(SHIPPED)
+    cache = GenerationCache(default_cache_dir() / "generations.sqlite3")
+    model = os.environ.get("DESCRY_LLM_MODEL", DEFAULT_LLM)
+    cached = {}
+    for name in parse_class_list(classes_text or "")[:MAX_CLASSES]:
+        if _key_for(shipped, name) is None:
+            hit = cache.get(model, name)
+            if hit:
+                cached[name] = hit
+    return merge_descriptors(shipped, cached)[0]
+
+
+def upload_descriptors(file, descriptors: dict, classes_text: str):
+    """Replace the session's set with an uploaded file; returns (descriptors, classes text, status)."""
+    path = image_path(file)
+    if path is None:
+        return descriptors, classes_text, "No file was uploaded."
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+        uploaded = parse_descriptors(json.loads(text), "the uploaded file")
+        if not uploaded:
+            raise DescriptorError("the uploaded file has no classes")
+        if len(uploaded) > MAX_CLASSES:
+            raise DescriptorError(f"the uploaded file has {len(uploaded)} classes; the app takes {MAX_CLASSES}")
+    except json.JSONDecodeError as error:
+        return descriptors, classes_text, f"**Could not load the file:** it is not valid JSON ({md(error.msg)} at line {error.lineno})."
+    except UnicodeDecodeError:
+        return descriptors, classes_text, "**Could not load the file:** it is not UTF-8 text."
+    except (DescriptorError, OSError) as error:
+        return descriptors, classes_text, f"**Could not load the file:** {md(str(error))}"
+    return uploaded, ", ".join(uploaded), f"Loaded {len(uploaded)} classes from the uploaded file."
+
+
+def download_file(descriptors: dict) -> str:
+    """The session's descriptor set written to a JSON file for the download button."""
+    folder = Path(tempfile.mkdtemp(prefix="descry-"))
+    path = folder / "descriptors.json"
+    path.write_text(json.dumps(descriptors, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    return str(path)
+
+
+def api_classify(models: Models, image, classes: str, descriptors: str = "", model: str = "") -> dict:
+    """API: classify an image; `descriptors` is a JSON object (empty: the shipped demo set)."""
+    try:
+        data = parse_descriptors(json.loads(descriptors), "descriptors") if descriptors.strip() else load_descriptors(SHIPPED)
+    except json.JSONDecodeError as error:
+        raise gr.Error(f"descriptors are not valid JSON ({error.msg} at line {error.lineno})") from None
+    except DescriptorError as error:
+        raise gr.Error(str(error)) from None
+    path = image_path(image)
+    if path is None:
+        raise gr.Error("no image was given")
+    try:
+        explainer = models.get(model or None)
+        result = classify_on_device(explainer, open_image(path, "the image"), chosen_classes(classes, data))
+    except (DescriptorError, ExplainError) as error:
+        raise gr.Error(str(error)) from None
+    record = result.to_dict()
+    if len(result.predictions) > 1:
+        record["contrast"] = result.contrast().to_dict()
+    return record
+
+
+def api_generate(classes: str, llm_factory=None) -> dict:
+    """API: generate descriptors for classes with the configured LLM."""
+    llm = (llm_factory or configured_llm)()
+    if llm is None:
+        raise gr.Error(NO_LLM.replace("`", ""))
+    names = parse_class_list(classes or "")
+    if not names or len(names) > MAX_CLASSES:
+        raise gr.Error(f"give between 1 and {MAX_CLASSES} class names")
+    result = generate(names, llm, GenerationCache(default_cache_dir() / "generations.sqlite3"), concurrency=4)
+    return {"descriptors": result.descriptors, "failures": result.failures}
+
+
+def image_path(value) -> str | None:
+    """A file path from whatever a Gradio file or image input delivers (path, dict or FileData)."""
+    if value is None:
+        return None
+    if isinstance(value, (str, Path)):
+        return str(value)
+    if isinstance(value, dict):
+        return value.get("path")
+    return getattr(value, "path", None)
+
+
+def md(text: str) -> str:
+    """User text made inert for Markdown: HTML escaped, Markdown punctuation backslashed."""
+    return re.sub(r"([\\`*_{}\[\]()#+!|>~-])", r"\\\1", html.escape(text, quote=False))
+
+
+def _key_for(descriptors: dict, class_name: str) -> str | None:
+    wanted = normalise_name(class_name)
+    return next((name for name in descriptors if normalise_name(name) == wanted), None)
+
+
+def _lookup(descriptors: dict, class_name: str) -> list[str] | None:
+    key = _key_for(descriptors, class_name)
+    return descriptors[key] if key is not None else None
+
+
+# --- layout ----------------------------------------------------------------------------------------------------
+
+CSS = """
+.descry-status { min-height: 2.5em; }
+"""
+
+
+def build_app(models: Models, load_error: str | None = None) -> gr.Blocks:
+    shipped = load_descriptors(SHIPPED)
+    first_classes = parse_class_list(DEFAULT_CLASSES)
+    with gr.Blocks(title="Descry: explainable classification by description") as app:
+        gr.Markdown(
+            "# Descry\nZero-shot image classification *by description*: CLIP scores each class's visual "
+            "features against the image, and the charts show which features drove the prediction. "
+            "Edit a class's features and the result updates at once."
         )
+        if load_error:
+            gr.Markdown(
+                f"**The model could not be loaded.** {md(load_error)}\n\nStart the app with "
+                "`python app.py --model DIR`, where DIR holds a checkpoint saved with `save_pretrained`, "
+                "or set `EXPLAIN_MODEL`.",
+                elem_classes="descry-status",
+            )
+        session = gr.State(shipped)
+        with gr.Tab("Explain an image"):
+            with gr.Row(equal_height=False):
+                with gr.Column(scale=4, min_width=320):
+                    image = gr.Image(type="filepath", image_mode=None, sources=["upload", "clipboard", "webcam"], label="Image", height=280)
+                    gr.Examples([[str(p)] for p in EXAMPLES], inputs=image, label="Examples")
+                    classes = gr.Textbox(DEFAULT_CLASSES, label="Classes", info="Comma-separated. Press Enter to re-score.")
+                    model = gr.Dropdown(models.names, value=models.names[0], label="Model", visible=len(models.names) > 1)
+                    with gr.Group():
+                        editing = gr.Dropdown(first_classes, value=first_classes[0], label="Edit the features of")
+                        features = gr.Textbox(
+                            features_text(shipped, first_classes[0]), lines=6, max_lines=16, label="Features, one per line",
+                            placeholder="No features yet: type one per line, or press Generate with LLM.",
+                        )  # fmt: skip
+                        with gr.Row():
+                            generate_button = gr.Button("Generate with LLM", size="sm")
+                            remove_button = gr.Button("Remove class", size="sm")
+                            reset_button = gr.Button("Reset", size="sm")
+                        with gr.Row():
+                            download_button = gr.DownloadButton("Download JSON", value=download_file(shipped), size="sm")
+                            upload_button = gr.UploadButton("Upload JSON", file_types=[".json"], size="sm")
+                    status = gr.Markdown("Upload an image, paste one, or pick an example.", elem_classes="descry-status")
+                with gr.Column(scale=6, min_width=420):
+                    descriptor_plot = gr.Plot(label="Descriptors of the top classes", show_label=False, elem_id="descriptor-plot")
+                    contrast_plot = gr.Plot(label="Top class against the runner-up", show_label=False, elem_id="contrast-plot")
+                    ranking_plot = gr.Plot(label="Class ranking", show_label=False, elem_id="ranking-plot")
+                    with gr.Accordion("Result as JSON", open=False):
+                        result_json = gr.JSON(label="Result")
+
+        outputs = [ranking_plot, descriptor_plot, contrast_plot, result_json, status]
+
+        def rescore(model_name, image_value, classes_text, descriptors):
+            return explain(models, model_name, image_value, classes_text, descriptors)
+
+        score = dict(fn=rescore, inputs=[model, image, classes, session], outputs=outputs, api_visibility="private", preprocess=False)
+        private = dict(api_visibility="private")
+
+        image.change(**score, trigger_mode="always_last")
+        model.change(**score)
+        for event in (classes.submit, classes.blur):
+            event(editor_choices, [classes, session, editing], [editing, features], **private).then(**score)
+        editing.input(features_text, [session, editing], features, **private)
+        features.input(edit_features, [session, editing, features], session, trigger_mode="always_last", **private).then(
+            **score, trigger_mode="always_last"
+        )
+        remove_button.click(remove_class, [classes, editing], classes, **private).then(
+            editor_choices, [classes, session, editing], [editing, features], **private
+        ).then(**score)
+        generate_button.click(generate_missing, [session, classes], [session, status], **private).then(
+            editor_choices, [classes, session, editing], [editing, features], **private
+        ).then(**score)
+        reset_button.click(reset_descriptors, classes, session, **private).then(
+            editor_choices, [classes, session, editing], [editing, features], **private
+        ).then(**score)
+        upload_button.upload(upload_descriptors, [upload_button, session, classes], [session, classes, status], **private).then(
+            editor_choices, [classes, session, editing], [editing, features], **private
+        ).then(**score)
+        session.change(download_file, session, download_button, **private)
+
+        def classify(image: FileData, classes: str, descriptors: str = "", model: str = "") -> dict:
+            """Classify an image by description. `classes` is comma-separated; `descriptors` a JSON object (empty: the demo set)."""
+            return api_classify(models, image, classes, descriptors, model)
+
+        def generate_descriptors(classes: str) -> dict:
+            """Ask the configured LLM for each class's visual features (comma-separated classes)."""
+            return api_generate(classes)
+
+        gr.api(classify, api_name="classify")
+        gr.api(generate_descriptors, api_name="generate_descriptors")
     return app
 
 
-def main() -> None:
+def model_names(flags: list[str] | None) -> list[str]:
+    """Models from --model flags, else $EXPLAIN_MODEL (comma-separated), else the default."""
+    names = flags or [name.strip() for name in os.environ.get("EXPLAIN_MODEL", "").split(",") if name.strip()]
+    return list(dict.fromkeys(names)) or [DEFAULT_MODEL]
+
+
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Descry web app")
-    parser.add_argument("--model", default=os.environ.get("EXPLAIN_MODEL", DEFAULT_MODEL), help="hub id or local directory")
-    parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", 7860)))
+    parser.add_argument("--model", action="append", metavar="HUB_ID_OR_DIR", help="repeat to offer a model picker (default: $EXPLAIN_MODEL)")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", 7860)))
     parser.add_argument("--share", action="store_true", help="ask Gradio for a public link")
-    args = parser.parse_args()
-    build_app(args.model).launch(server_port=args.port, share=args.share)
+    args = parser.parse_args(argv)
+
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.set_verbosity_error()
+    transformers_logging.disable_progress_bar()
+    models = Models(model_names(args.model), args.device)
+    load_error = models.load_error()  # load the first model now, so the first visitor does not wait
+    if load_error:
+        print(f"warning: {load_error}; the app starts anyway and says how to fix it", flush=True)
+    app = build_app(models, load_error)
+    app.launch(server_port=args.port, share=args.share, css=CSS, theme=gr.themes.Soft(), prevent_thread_lock=True)
+    if args.share and not app.share_url:
+        # Gradio explains why above; the app itself carries on locally.
+        print(f"warning: no public link could be made from this network; the app keeps running at {app.local_url}", flush=True)
+    app.block_thread()
 
 
 if __name__ == "__main__":

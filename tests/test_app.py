@@ -1,47 +1,176 @@
-"""The minimal app's handler: engine results become rows; bad input becomes a message, not a crash."""
+"""The web app's handlers, called directly: charts from the engine, edits, LLM buttons, files, bad input."""
 
 import json
 
 import gradio as gr
 import pytest
+from PIL import Image
 
 import app
+from descriptors.generate import make_llm
 from tests.conftest import FROGS, random_image
+from tests.fake_llm import FakeLLM, answer, stall
 
 
 @pytest.fixture
-def holder(clip_dir):
-    return app.ExplainerHolder(str(clip_dir))
+def models(clip_dir):
+    return app.Models([str(clip_dir)], device="cpu")
 
 
-def test_handler_ranks_and_lists_descriptors(holder):
-    ranking, features, note = app.explain_image(holder, random_image(1), "tree frog, tailed frog, axolotl", json.dumps(FROGS))
-    assert sorted(row[0] for row in ranking) == ["axolotl", "tailed frog", "tree frog"]
-    assert sum(row[1] for row in ranking) == pytest.approx(1.0, abs=1e-3)
-    assert {row[0] for row in features} == {row[0] for row in ranking[:2]}
-    assert note == "No descriptors, scored with the template prompt: axolotl"
+@pytest.fixture
+def image_file(tmp_path):
+    path = tmp_path / "frog.png"
+    random_image(4, size=(64, 48)).save(path)
+    return str(path)
+
+
+@pytest.fixture
+def no_llm(monkeypatch):
+    for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def test_explain_returns_three_charts_a_record_and_a_status(models, image_file):
+    ranking, descriptors, contrast, record, status = app.explain(models, None, image_file, "tree frog, tailed frog, axolotl", FROGS)
+    scores = [p["score"] for p in record["predictions"]]
+    assert scores == sorted(scores, reverse=True)
+    assert {p["class"] for p in record["predictions"]} == {"tree frog", "tailed frog", "axolotl"}
+    assert record["contrast"]["margin"] == pytest.approx(record["predictions"][0]["score"] - record["predictions"][1]["score"])
+    assert len(ranking.data) == 2 and len(descriptors.data) == 3 and len(contrast.data) == 2
+    assert "Scored 3 classes" in status and "No descriptors, scored with the template: axolotl." in status
+
+
+def test_explain_matches_the_engine(models, image_file):
+    record = app.explain(models, None, image_file, "tree frog, bullfrog", FROGS)[3]
+    engine = models.get().classify(image_file, {"tree frog": FROGS["tree frog"], "bullfrog": FROGS["bullfrog"]}, name="image")
+    assert record["predictions"] == engine.to_dict()["predictions"]
+
+
+def test_editing_one_descriptor_re_encodes_one_prompt_only(models, image_file):
+    app.explain(models, None, image_file, "tree frog, tailed frog", FROGS)
+    explainer = models.get()
+    images_before, texts_before = explainer.images_encoded, explainer.texts_encoded
+    edited = app.edit_features(FROGS, "Tree_Frog", "webbed hind feet\n" + "\n".join(FROGS["tree frog"][1:]))
+    _, figure, _, record, status = app.explain(models, None, image_file, "tree frog, tailed frog", edited)
+    assert explainer.texts_encoded - texts_before == 1 and explainer.images_encoded == images_before
+    assert "1 new prompts encoded" in status
+    tree = next(p for p in record["predictions"] if p["class"] == "tree frog")
+    assert "webbed hind feet" in {d["descriptor"] for d in tree["descriptors"]}
+
+
+def test_edits_return_a_new_set_and_never_touch_the_old_one():
+    original = {"newt": ["a crest"]}
+    edited = app.edit_features(original, "newt", "a crest\n\n  orange belly  \n")
+    assert edited == {"newt": ["a crest", "orange belly"]} and original == {"newt": ["a crest"]}
+    assert app.edit_features(original, "Axolotl", "gills") == {"newt": ["a crest"], "Axolotl": ["gills"]}
+    assert app.edit_features(original, None, "x") is original
+
+
+def test_editor_follows_the_class_list():
+    update, text = app.editor_choices("newt, toad", {"newt": ["a crest"]}, "toad")
+    assert update["choices"] == ["newt", "toad"] and update["value"] == "toad" and text == ""
+    update, text = app.editor_choices("newt", {"newt": ["a crest", "spots"]}, "toad")
+    assert update["value"] == "newt" and text == "a crest\nspots"
+    assert app.remove_class("newt, Toad, axolotl", "toad") == "newt, axolotl"
 
 
 @pytest.mark.parametrize(
-    ("image", "classes", "descriptors", "message"),
-    [
-        (None, "", "{}", "Upload an image first"),
-        (random_image(1), "", "{oops", "not valid JSON"),
-        (random_image(1), "", "{}", "class list is empty"),
-        (random_image(1), "a, A", "{}", "listed twice"),
-    ],
+    ("classes", "message"),
+    [("", "class list is empty"), ("newt, Newt", "listed twice"), (", ".join(f"c{i}" for i in range(1001)), "more than the app takes")],
 )
-def test_handler_errors_are_messages(holder, image, classes, descriptors, message):
-    with pytest.raises(gr.Error, match=message):
-        app.explain_image(holder, image, classes, descriptors)
+def test_bad_class_lists_are_messages(models, image_file, classes, message):
+    ranking, descriptors, contrast, record, status = app.explain(models, None, image_file, classes, FROGS)
+    assert (ranking, descriptors, contrast, record) == (None, None, None, None)
+    assert status.startswith("**Could not explain:**") and message in status
 
 
-def test_building_the_app_loads_no_model():
-    holder_free = app.build_app("no-such-org/never-loaded")
-    assert isinstance(holder_free, gr.Blocks)
+def test_three_hundred_classes_work(models, image_file):
+    classes = ", ".join(f"class {i}" for i in range(300))
+    ranking, _, _, record, status = app.explain(models, None, image_file, classes, {})
+    assert len(record["predictions"]) == 300 and "top 15 of 300" in ranking.layout.title.text
+    assert "Scored 300 classes" in status
 
 
-def test_unloadable_model_is_a_message_not_a_crash():
-    holder = app.ExplainerHolder("no-such-org/no-such-model")
-    with pytest.raises(gr.Error, match="cannot load model"):
-        app.explain_image(holder, random_image(1), "", json.dumps(FROGS))
+def test_bad_images_are_messages(models, tmp_path):
+    text = tmp_path / "notes.png"
+    text.write_text("not an image")
+    huge = tmp_path / "huge.png"
+    Image.new("1", (10_000, 10_000)).save(huge)
+    assert "not a recognised image format" in app.explain(models, None, str(text), "newt", {})[4]
+    assert "100 megapixels" in app.explain(models, None, {"path": str(huge)}, "newt", {})[4]
+    assert app.explain(models, None, None, "newt", {})[4].startswith("Upload an image")
+
+
+def test_an_unloadable_model_is_a_message_and_is_tried_once(image_file):
+    models = app.Models(["no-such-org/no-such-model"], device="cpu")
+    error = models.load_error()
+    assert "cannot load model 'no-such-org/no-such-model'" in error
+    status = app.explain(models, None, image_file, "newt", {})[4]
+    assert "cannot load model" in status
+    assert app.build_app(models, error) is not None
+
+
+def test_generate_without_an_llm_says_how_to_configure_one(no_llm):
+    descriptors, status = app.generate_missing({"newt": []}, "newt", None)
+    assert descriptors == {"newt": []} and "OPENAI_API_KEY" in status and "OPENAI_BASE_URL" in status
+
+
+def test_generate_fills_only_missing_classes():
+    with FakeLLM() as server:
+        server.script("axolotl", answer("- feathery gills\n- a wide head"))
+        llm = lambda: make_llm("test-model", server.url, None, timeout=5.0, max_retries=0)  # noqa: E731
+        descriptors, status = app.generate_missing({"newt": ["a crest"]}, "newt, axolotl", llm)
+        assert descriptors == {"newt": ["a crest"], "axolotl": ["feathery gills", "a wide head"]}
+        assert [r["class"] for r in server.requests] == ["axolotl"] and "1 of 1 classes" in status
+        assert app.generate_missing(descriptors, "newt, axolotl", llm)[1] == "Every class already has descriptors."
+
+
+def test_generate_timeout_is_a_message_and_keeps_the_set():
+    with FakeLLM() as server:
+        server.script("axolotl", stall(2.0))
+        llm = lambda: make_llm("test-model", server.url, None, timeout=0.3, max_retries=0)  # noqa: E731
+        descriptors, status = app.generate_missing({"newt": ["a crest"]}, "newt, axolotl", llm)
+        assert descriptors == {"newt": ["a crest"]}
+        assert "Could not generate axolotl: timed out after 1 attempt." in status
+
+
+def test_reset_restores_the_shipped_set():
+    restored = app.reset_descriptors("tree frog, axolotl")
+    assert restored["tree frog"] == app.load_descriptors(app.SHIPPED)["tree frog"] and "axolotl" not in restored
+
+
+def test_upload_and_download_round_trip(tmp_path):
+    path = tmp_path / "mine.json"
+    path.write_text(json.dumps({"newt": ["a crest"], "toad": ["warts"]}))
+    descriptors, classes, status = app.upload_descriptors({"path": str(path)}, {}, "x")
+    assert descriptors == {"newt": ["a crest"], "toad": ["warts"]} and classes == "newt, toad" and "2 classes" in status
+    assert json.loads(open(app.download_file(descriptors), encoding="utf-8").read()) == descriptors
+
+
+@pytest.mark.parametrize(("content", "message"), [("{oops", "not valid JSON"), ('{"newt": "crest"}', "expected a list of strings"), ("{}", "no classes")])
+def test_bad_uploads_are_messages(tmp_path, content, message):
+    path = tmp_path / "bad.json"
+    path.write_text(content)
+    descriptors, classes, status = app.upload_descriptors(str(path), {"newt": ["a crest"]}, "newt")
+    assert descriptors == {"newt": ["a crest"]} and classes == "newt" and message in status
+
+
+def test_markdown_status_shows_markup_as_text():
+    assert app.md("<b>newt</b> *x* [a](b)") == r"&lt;b&gt;newt&lt;/b&gt; \*x\* \[a\]\(b\)"
+
+
+def test_api_classify_errors_are_gradio_errors(models, image_file):
+    record = app.api_classify(models, {"path": image_file}, "newt, toad", json.dumps({"newt": ["a crest"]}))
+    assert {p["class"] for p in record["predictions"]} == {"newt", "toad"} and "contrast" in record
+    with pytest.raises(gr.Error, match="not valid JSON"):
+        app.api_classify(models, image_file, "newt", "{oops")
+    with pytest.raises(gr.Error, match="class list is empty"):
+        app.api_classify(models, image_file, "", "")
+
+
+def test_model_names_from_flags_or_environment(monkeypatch):
+    monkeypatch.setenv("EXPLAIN_MODEL", "a/b, c/d")
+    assert app.model_names(None) == ["a/b", "c/d"]
+    assert app.model_names(["x", "x", "y"]) == ["x", "y"]
+    monkeypatch.delenv("EXPLAIN_MODEL")
+    assert app.model_names(None) == [app.DEFAULT_MODEL]
