@@ -96,7 +96,7 @@ def main() -> None:
     def score_new_image():
         explainer.classify(next(new_images), descriptors)
 
-    pixels = encoder.image_inputs([images[0]])
+    pixels = encoder.preprocess([images[0]])
 
     def image_forward():
         with torch.inference_mode():

@@ -47,6 +47,21 @@ def build_parser() -> argparse.ArgumentParser:
     classify.add_argument("--top", type=int, default=5, metavar="N", help="classes shown in the table (default: 5)")
     classify.add_argument("--cache-dir", type=Path, default=None, help="embedding cache (default: $DESCRY_CACHE_DIR or ~/.cache/descry)")
     classify.add_argument("--no-cache", action="store_true", help="keep embeddings in memory only")
+
+    evaluate = commands.add_parser("evaluate", help="evaluate a dataset: metrics, views and descriptor diagnostics")
+    evaluate.add_argument("data", metavar="DATA", help="an ImageFolder tree (DATA/<class>/<image>) or a CSV of path,label")
+    evaluate.add_argument("--descriptors", required=True, metavar="FILE.json")
+    evaluate.add_argument("--model", action="append", metavar="HUB_ID_OR_DIR", help=f"repeat to compare models (default: $EXPLAIN_MODEL or {DEFAULT_MODEL})")
+    evaluate.add_argument("--out", type=Path, default=Path("evaluation"), metavar="DIR", help="where the reports go (default: ./evaluation)")
+    evaluate.add_argument("--batch-size", type=int, default=32, metavar="N")
+    evaluate.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1), metavar="N", help="image-decoding processes")
+    evaluate.add_argument("--limit", type=int, metavar="N", help="evaluate N images drawn at random (with --seed)")
+    evaluate.add_argument("--seed", type=int, default=0, metavar="S", help="for --limit and the random-descriptor control")
+    evaluate.add_argument("--device", default="auto", choices=DEVICES)
+    evaluate.add_argument("--template", default=DEFAULT_TEMPLATE)
+    evaluate.add_argument("--strict", action="store_true", help="a dataset class without descriptors is an error")
+    evaluate.add_argument("--cache-dir", type=Path, default=None)
+    evaluate.add_argument("--no-cache", action="store_true")
     return parser
 
 
@@ -54,7 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _quiet_transformers()
     try:
-        return classify_command(args)
+        return evaluate_command(args) if args.command == "evaluate" else classify_command(args)
     except (ExplainError, DescriptorError) as error:
         _error(str(error))
         return 2
@@ -71,10 +86,7 @@ def classify_command(args: argparse.Namespace) -> int:
     # Check everything cheap before loading a model.
     classes = parse_class_list(args.classes) if args.classes is not None else None
     descriptors = select_classes(load_descriptors(args.descriptors), classes)
-    try:
-        check_template(args.template)
-    except ValueError as error:
-        raise DescriptorError(str(error)) from None
+    _checked_template(args.template)
     # Empty classes are reported in the output as template fallbacks; other problems deserve a warning.
     problems = [problem for problem in check_descriptors(descriptors) if problem.kind != EMPTY]
     if problems:
@@ -101,6 +113,44 @@ def classify_command(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
+def evaluate_command(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from explain.evaluate import load_dataset, run_evaluation
+    from explain.report import write_report
+
+    _checked_template(args.template)
+    descriptors = load_descriptors(args.descriptors)
+    dataset = load_dataset(args.data, args.limit, args.seed)
+    names = list(dict.fromkeys(args.model or [os.environ.get("EXPLAIN_MODEL", DEFAULT_MODEL)]))
+    store = _store(args)
+    explainers = {name: Explainer(load_model(name, args.device), store=store) for name in names}
+    bars = []
+
+    def progress(label: str, total: int):
+        bar = tqdm(total=total, desc=label, unit="img", file=sys.stderr, leave=True)
+        bars.append(bar)
+        return bar.update
+
+    try:
+        run = run_evaluation(
+            dataset, descriptors, explainers, args.template, store, args.batch_size, args.workers, args.seed, args.strict, progress
+        )
+    finally:
+        for bar in bars:
+            bar.close()
+    for name in run.missing:
+        _error(f"warning: dataset class {name!r} has no descriptors; scored with the template")
+    for reason in run.unreadable.values():
+        _error(reason)
+    paths = write_report(run, args.out)
+    for model, methods in run.metrics.items():
+        summary = "  ".join(f"{method} acc1 {m['acc1']:.4f} acc5 {m['acc5']:.4f}" for method, m in methods.items())
+        print(f"{model}: {summary}")
+    print(f"wrote {', '.join(str(p) for p in paths.values())}")
+    return 1 if run.unreadable else 0
+
+
 def format_table(result: Classification, top: int = 5) -> str:
     """A readable summary: top classes, then the descriptors of the first two, ranked."""
     baseline = {entry.name: entry.probability for entry in result.baseline}
@@ -124,6 +174,13 @@ def format_table(result: Classification, top: int = 5) -> str:
     if fallback:
         lines.append(f"  no descriptors, scored with the template: {', '.join(fallback)}")
     return "\n".join(lines) + "\n"
+
+
+def _checked_template(template: str) -> str:
+    try:
+        return check_template(template)
+    except ValueError as error:
+        raise DescriptorError(str(error)) from None
 
 
 def _store(args: argparse.Namespace) -> EmbeddingStore | None:

@@ -86,15 +86,6 @@ class EncoderModel:
         )
         return {k: v.to(self.device) for k, v in tokens.items() if k in self._text_args}
 
-    def image_inputs(self, images: Sequence[Image.Image]) -> dict[str, torch.Tensor]:
-        """Preprocessed images on the model's device, floating tensors in the model's dtype."""
-        pixels = self.image_processor(images=list(images), return_tensors="pt")
-        return {
-            k: v.to(self.device, self.dtype) if v.is_floating_point() else v.to(self.device)
-            for k, v in pixels.items()
-            if k in self._image_args
-        }
-
     @torch.inference_mode()
     def encode_texts(self, prompts: Sequence[str], batch_size: int = 256) -> np.ndarray:
         """Unit-norm text embeddings. # [n_prompts, dim]"""
@@ -104,12 +95,25 @@ class EncoderModel:
             batches.append(_pooled(self.model.get_text_features(**inputs)))
         return normalise(np.concatenate(batches)) if batches else np.zeros((0, self.dim), np.float32)
 
-    @torch.inference_mode()
+    def preprocess(self, images: Sequence[Image.Image]) -> dict[str, torch.Tensor]:
+        """The image processor's tensors on the CPU, as a data-loader worker would make them."""
+        return dict(self.image_processor(images=list(images), return_tensors="pt"))
+
     def encode_images(self, images: Sequence[Image.Image]) -> np.ndarray:
         """Unit-norm image embeddings. # [n_images, dim]"""
         if not images:
             return np.zeros((0, self.dim), np.float32)
-        return normalise(_pooled(self.model.get_image_features(**self.image_inputs(images))))
+        return self.encode_pixels(self.preprocess(images))
+
+    @torch.inference_mode()
+    def encode_pixels(self, pixels: dict[str, torch.Tensor]) -> np.ndarray:
+        """Unit-norm embeddings of already-preprocessed images. # [n_images, dim]"""
+        inputs = {
+            k: v.to(self.device, self.dtype) if v.is_floating_point() else v.to(self.device)
+            for k, v in pixels.items()
+            if k in self._image_args
+        }
+        return normalise(_pooled(self.model.get_image_features(**inputs)))
 
     @property
     def dim(self) -> int:

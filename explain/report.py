@@ -1,0 +1,199 @@
+"""Writing an evaluation to disk: metrics.json, predictions.csv, views.json, diagnostics.json, report.html.
+
+The HTML report is one self-contained file: plotly.js is inlined once, and
+sample thumbnails are embedded as small JPEG data URIs. Every piece of user
+text (paths, class names, descriptors) is HTML-escaped. Nothing here scores
+anything; it formats an `EvaluationRun`.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import io
+import json
+import math
+from pathlib import Path
+
+import plotly.graph_objects as go
+
+from explain.charts import safe
+from explain.evaluate import METHODS, EvaluationRun, prediction_rows
+from explain.images import open_image
+
+THUMBNAILS_PER_VIEW = 24
+THUMBNAIL_SIZE = 112
+SUMMARY_METRICS = ("acc1", "acc5", "mean_per_class_recall", "mean_confidence", "ece")
+
+
+def write_report(run: EvaluationRun, out: str | Path, title: str = "Descry evaluation") -> dict[str, Path]:
+    """Write every output file into `out`; returns their paths by name."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {name: out / name for name in ("metrics.json", "predictions.csv", "views.json", "diagnostics.json", "report.html")}
+    paths["metrics.json"].write_text(json.dumps(_finite(run.metrics), indent=2) + "\n", encoding="utf-8")
+    with open(paths["predictions.csv"], "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["path", "label", "model", "method", "pred", "confidence", "top5"])
+        writer.writeheader()
+        for model, evaluation in run.evaluations.items():
+            writer.writerows(prediction_rows(run.dataset, model, evaluation))
+    named_views = {name: [str(run.dataset.paths[i]) for i in indices] for name, indices in run.views.items()}
+    paths["views.json"].write_text(json.dumps(named_views, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    paths["diagnostics.json"].write_text(json.dumps(_finite(run.diagnostics), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    paths["report.html"].write_text(render_html(run, title), encoding="utf-8")
+    return paths
+
+
+def render_html(run: EvaluationRun, title: str) -> str:
+    figures = []
+
+    def figure_html(figure: go.Figure) -> str:
+        figures.append(figure)
+        return figure.to_html(full_html=False, include_plotlyjs=len(figures) == 1, config={"displaylogo": False})
+
+    parts = [f"<h1>{html.escape(title)}</h1>", _overview(run), "<h2>Metrics</h2>", _metrics_table(run)]
+    for model, evaluation in run.evaluations.items():
+        metrics = run.metrics[model]
+        parts.append(f"<h2>{html.escape(model)}</h2>")
+        parts.append(figure_html(_confusion_figure(metrics["descriptors"], run.dataset.classes, model)))
+        parts.append(figure_html(_recall_figure(metrics, run.dataset.classes)))
+        parts.append(_diagnostics_html(run.diagnostics[model]))
+    parts.append("<h2>Views</h2>")
+    parts.append(_views_html(run))
+    body = "\n".join(parts)
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 1200px; color: #1f2733; padding: 0 1rem; }}
+table {{ border-collapse: collapse; margin: 0.5rem 0 1.5rem; }}
+th, td {{ border-bottom: 1px solid #dde3ea; padding: 0.3rem 0.7rem; text-align: left; }}
+td.num {{ text-align: right; font-variant-numeric: tabular-nums; }}
+.thumbs {{ display: flex; flex-wrap: wrap; gap: 0.5rem; }}
+figure {{ margin: 0; width: {THUMBNAIL_SIZE + 8}px; font-size: 0.75rem; overflow-wrap: anywhere; }}
+figure img {{ width: {THUMBNAIL_SIZE}px; height: {THUMBNAIL_SIZE}px; object-fit: cover; border-radius: 4px; }}
+.note {{ color: #5c6675; }}
+</style></head>
+<body>
+{body}
+</body></html>
+"""
+
+
+def _overview(run: EvaluationRun) -> str:
+    items = [
+        f"{len(run.dataset.paths)} images in {len(run.dataset.classes)} classes",
+        f"models: {', '.join(html.escape(m) for m in run.evaluations)}",
+        "methods: descriptors (class score = mean descriptor score), baseline (one template prompt), "
+        "waffle (random words and characters, same count per class: a control)",
+    ]
+    if run.missing:
+        shown = ", ".join(html.escape(name) for name in run.missing[:30]) + (" ..." if len(run.missing) > 30 else "")
+        items.append(f"{len(run.missing)} classes had no descriptors and were scored with the template: {shown}")
+    if run.unreadable:
+        shown = "; ".join(html.escape(reason) for reason in list(run.unreadable.values())[:10])
+        items.append(f"{len(run.unreadable)} images could not be read and were left out: {shown}")
+    return "<ul>" + "".join(f"<li>{item}</li>" for item in items) + "</ul>"
+
+
+def _metrics_table(run: EvaluationRun) -> str:
+    header = "".join(f"<th>{name}</th>" for name in ("model", "method", *SUMMARY_METRICS))
+    rows = []
+    for model, methods in run.metrics.items():
+        for method in METHODS:
+            values = "".join(f'<td class="num">{methods[method][key]:.4f}</td>' for key in SUMMARY_METRICS)
+            rows.append(f"<tr><td>{html.escape(model)}</td><td>{method}</td>{values}</tr>")
+    return f"<table><thead><tr>{header}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+
+
+def _confusion_figure(metrics: dict, classes: list[str], model: str) -> go.Figure:
+    labels = [safe(name, None) for name in classes]
+    figure = go.Figure(
+        go.Heatmap(
+            z=metrics["confusion_matrix"], x=labels, y=labels, colorscale="Blues",
+            hovertemplate="true %{y}<br>predicted %{x}<br>%{z} images<extra></extra>",
+        )
+    )  # fmt: skip
+    size = min(900, 260 + 18 * len(classes))
+    figure.update_layout(
+        title=f"Confusion matrix, descriptors ({safe(model, None)})", template="plotly_white", height=size,
+        xaxis=dict(title="predicted", tickangle=-45), yaxis=dict(title="true", autorange="reversed"),
+    )  # fmt: skip
+    return figure
+
+
+def _recall_figure(metrics: dict, classes: list[str]) -> go.Figure:
+    figure = go.Figure()
+    labels = [safe(name, None) for name in classes]
+    for method in METHODS:
+        figure.add_bar(x=labels, y=[metrics[method]["per_class"][name]["recall"] for name in classes], name=method)
+    figure.update_layout(
+        title="Per-class recall", barmode="group", template="plotly_white", yaxis=dict(range=[0, 1], tickformat=".0%"),
+        xaxis=dict(tickangle=-45), height=420,
+    )  # fmt: skip
+    return figure
+
+
+def _diagnostics_html(rows: list[dict], limit: int = 15) -> str:
+    if not rows:
+        return '<p class="note">No descriptors to diagnose.</p>'
+    helpful = sorted((r for r in rows if r["ablation_delta"] < 0), key=lambda r: r["ablation_delta"])[:limit]
+    harmful = sorted((r for r in rows if r["ablation_delta"] > 0), key=lambda r: r["ablation_delta"], reverse=True)[:limit]
+    most_used = sorted(rows, key=lambda r: r["top_in_correct"], reverse=True)[:limit]
+
+    def table(selected: list[dict]) -> str:
+        body = "".join(
+            f"<tr><td>{html.escape(r['class'])}</td><td>{html.escape(r['descriptor'])}</td>"
+            f'<td class="num">{r["ablation_delta"]:+.4f}</td><td class="num">{r["top_in_correct"]} / {r["correct_predictions"]}</td></tr>'
+            for r in selected
+        )
+        return (
+            "<table><thead><tr><th>class</th><th>descriptor</th><th>accuracy change if removed</th>"
+            f"<th>top descriptor of correct predictions</th></tr></thead><tbody>{body}</tbody></table>"
+        )
+
+    none = '<p class="note">No descriptor changes top-1 accuracy when removed on its own.</p>'
+    return (
+        "<h3>Descriptors that help most (removing one alone costs accuracy)</h3>" + (table(helpful) if helpful else none)
+        + "<h3>Descriptors that hurt most (removing one alone gains accuracy)</h3>" + (table(harmful) if harmful else none)
+        + "<h3>Descriptors most often the top match of a correct prediction</h3>" + table(most_used)
+    )  # fmt: skip
+
+
+def _views_html(run: EvaluationRun) -> str:
+    predicted = {m: e.methods["descriptors"].logits.argmax(axis=1) for m, e in run.evaluations.items()}
+    parts = []
+    for name, indices in run.views.items():
+        parts.append(f"<h3>{html.escape(name)} ({len(indices)})</h3>")
+        if not indices:
+            parts.append('<p class="note">none</p>')
+            continue
+        thumbs = []
+        for i in indices[:THUMBNAILS_PER_VIEW]:
+            guesses = ", ".join(f"{html.escape(m)}: {html.escape(run.dataset.classes[p[i]])}" for m, p in predicted.items())
+            thumbs.append(
+                f'<figure><img alt="{html.escape(run.dataset.paths[i].name, quote=True)}" src="{_thumbnail(run.dataset.paths[i])}">'
+                f"<figcaption>true: {html.escape(run.dataset.labels[i])}<br>{guesses}</figcaption></figure>"
+            )
+        more = f'<p class="note">and {len(indices) - THUMBNAILS_PER_VIEW} more in views.json</p>' if len(indices) > THUMBNAILS_PER_VIEW else ""
+        parts.append(f'<div class="thumbs">{"".join(thumbs)}</div>{more}')
+    return "\n".join(parts)
+
+
+def _thumbnail(path: Path) -> str:
+    image = open_image(path)
+    image.thumbnail((THUMBNAIL_SIZE * 2, THUMBNAIL_SIZE * 2))
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=80)
+    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _finite(value):
+    """JSON has no NaN: metrics that cannot be computed (no samples) become null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
