@@ -31,11 +31,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
-from transformers import CLIPImageProcessor, CLIPModel, CLIPProcessor, pipeline  # noqa: E402
+from transformers import pipeline  # noqa: E402
 
 from explain import Explainer, wrap_model  # noqa: E402
 from explain.evaluate import embed_files, load_dataset, run_evaluation  # noqa: E402
-from tests.tiny_models import clip_bpe_tokenizer, clip_config  # noqa: E402
+from tests.tiny_models import full_size_clip  # noqa: E402
 
 CLASSES = ["tree frog", "tailed frog", "bullfrog", "tabby cat", "lynx", "espresso", "cappuccino", "rocket", "pagoda", "dahlia"]
 
@@ -59,10 +59,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
 
-    torch.manual_seed(0)
-    tokenizer = clip_bpe_tokenizer()
-    model = CLIPModel(clip_config(tokenizer, full=True)).eval()
-    processor = CLIPProcessor(image_processor=CLIPImageProcessor(), tokenizer=tokenizer)
+    model, processor = full_size_clip()
+    tokenizer = processor.tokenizer
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
         make_photos(scratch / "data", args.images)

@@ -31,10 +31,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
-from transformers import CLIPImageProcessor, CLIPModel, CLIPProcessor  # noqa: E402
 
 from explain import Explainer, wrap_model  # noqa: E402
-from tests.tiny_models import clip_bpe_tokenizer, clip_config  # noqa: E402
+from tests.tiny_models import full_size_clip  # noqa: E402
 
 FEATURES = [
     "protruding eyes", "a bright green colour", "sticky toe pads", "a slender body",
@@ -67,10 +66,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=30)
     args = parser.parse_args()
 
-    torch.manual_seed(0)
-    tokenizer = clip_bpe_tokenizer()
-    model = CLIPModel(clip_config(tokenizer, full=True)).eval()
-    processor = CLIPProcessor(image_processor=CLIPImageProcessor(), tokenizer=tokenizer)
+    model, processor = full_size_clip()
     encoder = wrap_model(model, processor, "clip-vit-b-32-random-weights", "cpu")
     explainer = Explainer(encoder)
     descriptors = {f"class {k}": [f"{feature} variant {k}" for feature in FEATURES] for k in range(10)}

@@ -159,3 +159,11 @@ def save_tiny_siglip2(directory: Path, seed: int = 0) -> Path:
     model.save_pretrained(directory)
     Siglip2Processor(image_processor=Siglip2ImageProcessor(), tokenizer=tokenizer).save_pretrained(directory)
     return directory
+
+
+def full_size_clip(seed: int = 0) -> tuple[CLIPModel, CLIPProcessor]:
+    """ViT-B/32 at its real sizes (CLIPConfig defaults) with random weights, for benchmarks."""
+    torch.manual_seed(seed)
+    tokenizer = clip_bpe_tokenizer()
+    model = CLIPModel(clip_config(tokenizer, full=True)).eval()
+    return model, CLIPProcessor(image_processor=CLIPImageProcessor(), tokenizer=tokenizer)
