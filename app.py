@@ -19,6 +19,7 @@ import re
 import tempfile
 import threading
 import time
+import zipfile
 from pathlib import Path
 
 import gradio as gr
@@ -28,7 +29,7 @@ from descriptors import DescriptorError, check_descriptors, load_descriptors, no
 from descriptors.generate import DEFAULT_LLM, GenerationCache, generate, make_llm
 from descriptors.store import default_cache_dir, merge_descriptors, parse_descriptors
 from descriptors.validate import EMPTY
-from explain import DEFAULT_MODEL, Explainer, ExplainError, ModelLoadError, load_model, open_image
+from explain import DEFAULT_MODEL, EmbeddingStore, Explainer, ExplainError, ModelLoadError, load_model, open_image
 from explain.charts import contrast_figure, descriptor_figure, ranking_figure
 
 try:  # On a Hugging Face ZeroGPU Space, GPU work must run inside spaces.GPU; elsewhere this is a no-op.
@@ -270,6 +271,122 @@ def api_generate(classes: str, llm_factory=None) -> dict:
     return {"descriptors": result.descriptors, "failures": result.failures}
 
 
+MAX_ZIP_BYTES = int(float(os.environ.get("DESCRY_MAX_ZIP_MB", 200)) * 2**20)  # the upload itself
+MAX_UNZIPPED_BYTES = 4 * MAX_ZIP_BYTES  # what it may expand to
+MAX_ZIP_FILES = 20_000
+
+
+def extract_zip(path: str, target: Path) -> Path:
+    """Unpack an uploaded zip safely: bounded size and count, no path may leave `target`, no links."""
+    if Path(path).stat().st_size > MAX_ZIP_BYTES:
+        raise DescriptorError(f"the zip is larger than {MAX_ZIP_BYTES // 2**20} MB")
+    try:
+        archive = zipfile.ZipFile(path)
+    except zipfile.BadZipFile:
+        raise DescriptorError("the upload is not a zip file") from None
+    with archive:
+        members = archive.infolist()
+        if len(members) > MAX_ZIP_FILES:
+            raise DescriptorError(f"the zip holds {len(members)} files; the limit is {MAX_ZIP_FILES}")
+        if sum(member.file_size for member in members) > MAX_UNZIPPED_BYTES:
+            raise DescriptorError(f"the zip would unpack to more than {MAX_UNZIPPED_BYTES // 2**20} MB")
+        root = target.resolve()
+        for member in members:
+            destination = (root / member.filename).resolve()
+            if not destination.is_relative_to(root):
+                raise DescriptorError(f"the zip entry {member.filename!r} points outside the upload folder")
+            if (member.external_attr >> 16) & 0o170000 == 0o120000:
+                raise DescriptorError(f"the zip entry {member.filename!r} is a symbolic link")
+        archive.extractall(root)
+    # A zip of one top folder holding the class folders is common: step into it.
+    entries = [p for p in root.iterdir() if not p.name.startswith((".", "__MACOSX"))]
+    if len(entries) == 1 and entries[0].is_dir() and any(child.is_dir() for child in entries[0].iterdir()):
+        return entries[0]
+    return root
+
+
+def data_folder(name: str) -> Path:
+    """A folder under $DESCRY_DATA_ROOT; nothing outside that root can be reached, links included."""
+    root_setting = os.environ.get("DESCRY_DATA_ROOT")
+    if not root_setting:
+        raise DescriptorError("no server folder is offered: set DESCRY_DATA_ROOT when starting the app")
+    root = Path(root_setting).resolve()
+    folder = (root / (name or "")).resolve()
+    if not folder.is_relative_to(root) or not folder.is_dir():
+        raise DescriptorError(f"{name!r} is not a folder under the data root")
+    return folder
+
+
+def data_folders() -> list[str]:
+    """The dataset folders offered under $DESCRY_DATA_ROOT (one level down)."""
+    root_setting = os.environ.get("DESCRY_DATA_ROOT")
+    if not root_setting or not Path(root_setting).is_dir():
+        return []
+    root = Path(root_setting).resolve()
+    return sorted(
+        p.name for p in root.iterdir() if not p.name.startswith(".") and p.is_dir() and p.resolve().is_relative_to(root)
+    )
+
+
+def evaluate_upload(models: Models, model_names: list[str], zip_file, folder_name: str, descriptors: dict, limit, progress=None):
+    """Evaluate a zipped or server-side ImageFolder; returns (metrics rows, report path, views, view choices, status)."""
+    from explain.evaluate import load_dataset, run_evaluation
+    from explain.report import write_report
+
+    nothing = ([], None, {}, gr.update(choices=[], value=None))
+    try:
+        if zip_file is not None:
+            folder = extract_zip(image_path(zip_file), Path(tempfile.mkdtemp(prefix="descry-data-")))
+        elif folder_name:
+            folder = data_folder(folder_name)
+        else:
+            return *nothing, "Upload a zip of an ImageFolder tree, or pick a server folder."
+        names = [name for name in (model_names or models.names[:1]) if name in models.names]
+        explainers = {name: models.get(name) for name in names}
+        dataset = load_dataset(folder, int(limit) if limit else None)
+
+        def step(label: str, total: int):
+            done = [0]
+
+            def advance(count: int) -> None:
+                done[0] += count
+                if progress is not None:
+                    progress((done[0], total), desc=f"Embedding {label}")
+
+            return advance
+
+        store = EmbeddingStore(default_cache_dir() / "embeddings.sqlite3")
+        run = run_evaluation(dataset, descriptors, explainers, "a photo of a {}.", store, workers=2, progress=step)
+        report = write_report(run, Path(tempfile.mkdtemp(prefix="descry-report-")))["report.html"]
+    except (DescriptorError, ExplainError) as error:
+        return *nothing, f"**Could not evaluate:** {md(str(error))}"
+    rows = [
+        [model, method, *(round(values[key], 4) for key in ("acc1", "acc5", "mean_per_class_recall", "mean_confidence", "ece"))]
+        for model, methods in run.metrics.items()
+        for method, values in methods.items()
+    ]
+    predicted = {m: e.methods["descriptors"].logits.argmax(axis=1) for m, e in run.evaluations.items()}
+    galleries = {
+        f"{name} ({len(indices)})": [
+            (str(run.dataset.paths[i]), f"true {run.dataset.labels[i]}; " + ", ".join(f"{m}: {run.dataset.classes[p[i]]}" for m, p in predicted.items()))
+            for i in indices[:60]
+        ]
+        for name, indices in run.views.items()
+    }
+    notes = [f"Evaluated {len(run.dataset.paths)} images in {len(run.dataset.classes)} classes."]
+    if run.missing:
+        notes.append(f"{len(run.missing)} classes had no descriptors and used the template: {md(', '.join(run.missing[:20]))}.")
+    if run.unreadable:
+        notes.append(f"{len(run.unreadable)} images could not be read and were left out.")
+    first = next(iter(galleries), None)
+    return rows, str(report), galleries, gr.update(choices=list(galleries), value=first), " ".join(notes)
+
+
+def view_gallery(galleries: dict, name: str | None):
+    """The thumbnails of one view."""
+    return (galleries or {}).get(name or "", [])
+
+
 def image_path(value) -> str | None:
     """A file path from whatever a Gradio file or image input delivers (path, dict or FileData)."""
     if value is None:
@@ -347,6 +464,38 @@ def build_app(models: Models, load_error: str | None = None) -> gr.Blocks:
                     ranking_plot = gr.Plot(label="Class ranking", show_label=False, elem_id="ranking-plot")
                     with gr.Accordion("Result as JSON", open=False):
                         result_json = gr.JSON(label="Result")
+
+        with gr.Tab("Evaluate a dataset"):
+            gr.Markdown(
+                "Evaluate an ImageFolder tree (one folder per class) with this session's descriptors: "
+                "accuracy by description, by the template baseline, and with random descriptors as a control."
+            )
+            with gr.Row(equal_height=False):
+                with gr.Column(scale=4, min_width=320):
+                    dataset_zip = gr.File(label=f"Zip of an ImageFolder tree (up to {MAX_ZIP_BYTES // 2**20} MB)", file_types=[".zip"])
+                    server_folder = gr.Dropdown(data_folders(), label="Or a folder on the server", visible=bool(os.environ.get("DESCRY_DATA_ROOT")))
+                    eval_models = gr.CheckboxGroup(models.names, value=models.names, label="Models", visible=len(models.names) > 1)
+                    limit = gr.Number(0, label="Evaluate at most this many images (0: all)", precision=0, minimum=0)
+                    evaluate_button = gr.Button("Evaluate", variant="primary")
+                    eval_status = gr.Markdown(elem_classes="descry-status")
+                    report_file = gr.File(label="report.html (self-contained)", interactive=False)
+                with gr.Column(scale=6, min_width=420):
+                    metrics_table = gr.Dataframe(
+                        headers=["model", "method", "acc1", "acc5", "mean per-class recall", "mean confidence", "ece"],
+                        label="Metrics", interactive=False,
+                    )  # fmt: skip
+                    view_picker = gr.Dropdown([], label="View")
+                    view_images = gr.Gallery(label="Samples in this view", columns=6, height=360)
+            galleries = gr.State({})
+
+        def run_evaluation_tab(model_names, zip_value, folder_value, descriptors, limit_value, progress=gr.Progress()):
+            return evaluate_upload(models, model_names, zip_value, folder_value, descriptors, limit_value, progress)
+
+        evaluate_button.click(
+            run_evaluation_tab, [eval_models, dataset_zip, server_folder, session, limit],
+            [metrics_table, report_file, galleries, view_picker, eval_status], api_visibility="private",
+        ).then(view_gallery, [galleries, view_picker], view_images, api_visibility="private")  # fmt: skip
+        view_picker.change(view_gallery, [galleries, view_picker], view_images, api_visibility="private")
 
         outputs = [ranking_plot, descriptor_plot, contrast_plot, result_json, status]
 

@@ -174,3 +174,92 @@ def test_model_names_from_flags_or_environment(monkeypatch):
     assert app.model_names(["x", "x", "y"]) == ["x", "y"]
     monkeypatch.delenv("EXPLAIN_MODEL")
     assert app.model_names(None) == [app.DEFAULT_MODEL]
+
+
+# --- the "Evaluate a dataset" tab ----------------------------------------------------------------------------
+
+import stat  # noqa: E402
+import zipfile  # noqa: E402
+
+
+def make_zip(path, entries):
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, data in entries.items():
+            archive.writestr(name, data)
+    return path
+
+
+def png_bytes(seed):
+    import io
+
+    buffer = io.BytesIO()
+    random_image(seed, size=(40, 32)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_zip_of_an_image_folder_is_evaluated(models, tmp_path):
+    entries = {f"frogs/{name}/{i}.png": png_bytes(10 * k + i) for k, name in enumerate(["tree_frog", "tailed frog"]) for i in range(3)}
+    archive = make_zip(tmp_path / "data.zip", entries)
+    rows, report, galleries, picker, status = app.evaluate_upload(models, None, {"path": str(archive)}, None, FROGS, None)
+    assert [row[:2] for row in rows] == [[models.names[0], "descriptors"], [models.names[0], "baseline"], [models.names[0], "waffle"]]
+    assert all(0.0 <= row[2] <= 1.0 for row in rows)
+    assert report.endswith("report.html") and open(report, encoding="utf-8").read().startswith("<!DOCTYPE html>")
+    assert "Evaluated 6 images in 2 classes." in status
+    assert picker["choices"] == list(galleries) and any(name.startswith("every model wrong") for name in galleries)
+    some_view = next(name for name, items in galleries.items() if items)
+    assert app.view_gallery(galleries, some_view)[0][1].startswith("true ")
+
+
+@pytest.mark.parametrize(
+    ("entries", "message"),
+    [
+        ({"../escape.png": b"x"}, "points outside the upload folder"),
+        ({"/etc/cron.d/evil": b"x"}, "points outside the upload folder"),
+        ({"a/../../escape.png": b"x"}, "points outside the upload folder"),
+    ],
+)
+def test_zip_paths_cannot_escape(tmp_path, entries, message):
+    archive = make_zip(tmp_path / "evil.zip", entries)
+    target = tmp_path / "target"
+    target.mkdir()
+    with pytest.raises(app.DescriptorError, match=message):
+        app.extract_zip(str(archive), target)
+    assert not (tmp_path / "escape.png").exists() and list(target.iterdir()) == []
+
+
+def test_zip_links_size_and_format_are_checked(tmp_path, monkeypatch):
+    link = zipfile.ZipInfo("classes/link.png")
+    link.external_attr = (stat.S_IFLNK | 0o777) << 16
+    with zipfile.ZipFile(tmp_path / "link.zip", "w") as archive:
+        archive.writestr(link, "/etc/passwd")
+    with pytest.raises(app.DescriptorError, match="is a symbolic link"):
+        app.extract_zip(str(tmp_path / "link.zip"), tmp_path)
+    (tmp_path / "not.zip").write_text("plain text")
+    with pytest.raises(app.DescriptorError, match="not a zip file"):
+        app.extract_zip(str(tmp_path / "not.zip"), tmp_path)
+    monkeypatch.setattr(app, "MAX_UNZIPPED_BYTES", 1000)
+    with pytest.raises(app.DescriptorError, match="would unpack to more than"):
+        app.extract_zip(str(make_zip(tmp_path / "big.zip", {"a/b.png": b"0" * 5000})), tmp_path / "t")
+    monkeypatch.setattr(app, "MAX_ZIP_BYTES", 10)
+    with pytest.raises(app.DescriptorError, match="larger than"):
+        app.extract_zip(str(make_zip(tmp_path / "small.zip", {"a/b.png": b"0" * 50})), tmp_path / "u")
+
+
+def test_server_folders_stay_under_the_root(tmp_path, monkeypatch):
+    root = tmp_path / "root"
+    (root / "pets" / "cat").mkdir(parents=True)
+    (tmp_path / "secret").mkdir()
+    (root / "sneaky").symlink_to(tmp_path / "secret")
+    monkeypatch.delenv("DESCRY_DATA_ROOT", raising=False)
+    with pytest.raises(app.DescriptorError, match="set DESCRY_DATA_ROOT"):
+        app.data_folder("pets")
+    monkeypatch.setenv("DESCRY_DATA_ROOT", str(root))
+    assert app.data_folder("pets") == (root / "pets").resolve()
+    assert app.data_folders() == ["pets"]  # the link that leaves the root is not even offered
+    for name in ("../secret", "sneaky", "/etc", "pets/../../secret"):
+        with pytest.raises(app.DescriptorError, match="not a folder under the data root"):
+            app.data_folder(name)
+
+
+def test_evaluate_without_a_source_is_a_message(models):
+    assert app.evaluate_upload(models, None, None, None, FROGS, None)[4].startswith("Upload a zip")
