@@ -29,8 +29,9 @@ from descriptors import DescriptorError, check_descriptors, load_descriptors, no
 from descriptors.generate import DEFAULT_LLM, GenerationCache, generate, make_llm
 from descriptors.store import default_cache_dir, merge_descriptors, parse_descriptors
 from descriptors.validate import EMPTY
-from explain import DEFAULT_MODEL, EmbeddingStore, Explainer, ExplainError, ModelLoadError, load_model, open_image
+from explain import EmbeddingStore, Explainer, ExplainError, ModelLoadError, load_model, open_image
 from explain.charts import contrast_figure, descriptor_figure, ranking_figure
+from explain.models import configured_models
 
 try:  # On a Hugging Face ZeroGPU Space, GPU work must run inside spaces.GPU; elsewhere this is a no-op.
     import spaces
@@ -540,12 +541,6 @@ def build_app(models: Models, load_error: str | None = None) -> gr.Blocks:
     return app
 
 
-def model_names(flags: list[str] | None) -> list[str]:
-    """Models from --model flags, else $EXPLAIN_MODEL (comma-separated), else the default."""
-    names = flags or [name.strip() for name in os.environ.get("EXPLAIN_MODEL", "").split(",") if name.strip()]
-    return list(dict.fromkeys(names)) or [DEFAULT_MODEL]
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Descry web app")
     parser.add_argument("--model", action="append", metavar="HUB_ID_OR_DIR", help="repeat to offer a model picker (default: $EXPLAIN_MODEL)")
@@ -558,7 +553,7 @@ def main(argv: list[str] | None = None) -> None:
 
     transformers_logging.set_verbosity_error()
     transformers_logging.disable_progress_bar()
-    models = Models(model_names(args.model), args.device)
+    models = Models(configured_models(args.model), args.device)
     load_error = models.load_error()  # load the first model now, so the first visitor does not wait
     if load_error:
         print(f"warning: {load_error}; the app starts anyway and says how to fix it", flush=True)

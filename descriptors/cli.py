@@ -14,8 +14,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from descriptors.prompts import normalise_name
 from descriptors.generate import DEFAULT_LLM, GenerationCache, generate, make_llm
+from descriptors.prompts import normalise_name
 from descriptors.store import (
     DescriptorError,
     default_cache_dir,

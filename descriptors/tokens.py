@@ -45,8 +45,16 @@ def clip_tokenizer():
     return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=CLIP_CONTEXT)
 
 
+_counted: dict[str, int] = {}  # prompt -> tokens; the app re-checks the same prompts on every keystroke
+_COUNTED_LIMIT = 200_000
+
+
 def token_counts(prompts: Sequence[str]) -> list[int]:
     """How many tokens CLIP reads for each prompt, start and end markers included, before truncation."""
-    if not prompts:
-        return []
-    return [len(ids) for ids in clip_tokenizer()(list(prompts), truncation=False, verbose=False)["input_ids"]]
+    new = [prompt for prompt in dict.fromkeys(prompts) if prompt not in _counted]
+    if new:
+        if len(_counted) + len(new) > _COUNTED_LIMIT:
+            _counted.clear()
+        ids = clip_tokenizer()(new, truncation=False, verbose=False)["input_ids"]
+        _counted.update(zip(new, map(len, ids)))
+    return [_counted[prompt] for prompt in prompts]

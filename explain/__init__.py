@@ -10,7 +10,7 @@ from explain.engine import Explainer
 from explain.errors import ExplainError, ImageError, ModelLoadError
 from explain.images import open_image
 from explain.models import DEFAULT_MODEL, EncoderModel, load_model, wrap_model
-from explain.results import ClassScore, Classification, Contrast, DescriptorScore
+from explain.results import Classification, ClassScore, Contrast, DescriptorScore
 
 __all__ = [
     "DEFAULT_MODEL",

@@ -15,14 +15,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from descriptors import DEFAULT_TEMPLATE, DescriptorError, load_descriptors, parse_class_list, select_classes
+from descriptors.prompts import check_template
 from descriptors.store import default_cache_dir
 from descriptors.validate import EMPTY, check_descriptors
-from descriptors.prompts import check_template
 from explain.cache import EmbeddingStore
 from explain.engine import Explainer
 from explain.errors import ExplainError, first_line
 from explain.images import open_image
-from explain.models import DEFAULT_MODEL, DEVICES, load_model
+from explain.models import DEFAULT_MODEL, DEVICES, configured_models, load_model
 from explain.results import Classification
 
 BATCH_SIZE = 16  # images decoded and encoded together; bounds memory on long lists
@@ -37,9 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     classify.add_argument("--classes", metavar="LIST", help='comma-separated subset and order, e.g. "tree frog,tailed frog"')
     classify.add_argument(
         "--model",
-        default=os.environ.get("EXPLAIN_MODEL", DEFAULT_MODEL),
+        default=None,
         metavar="HUB_ID_OR_DIR",
-        help=f"CLIP-family checkpoint (default: $EXPLAIN_MODEL or {DEFAULT_MODEL})",
+        help=f"CLIP-family checkpoint (default: the first of $EXPLAIN_MODEL, else {DEFAULT_MODEL})",
     )
     classify.add_argument("--device", default="auto", choices=DEVICES, help="default: auto (CUDA with fp16, MPS, CPU)")
     classify.add_argument("--template", default=DEFAULT_TEMPLATE, help=f'baseline prompt (default: "{DEFAULT_TEMPLATE}")')
@@ -107,7 +107,7 @@ def classify_command(args: argparse.Namespace) -> int:
         if not images:
             continue
         if explainer is None:
-            explainer = Explainer(load_model(args.model, args.device), store=_store(args))
+            explainer = Explainer(load_model(args.model or configured_models()[0], args.device), store=_store(args))
         for result in explainer.classify_many(images, descriptors, args.template, names):
             print(json.dumps(result.to_dict(), ensure_ascii=False) if args.json else format_table(result, args.top), flush=True)
     return 1 if failures else 0
@@ -122,7 +122,7 @@ def evaluate_command(args: argparse.Namespace) -> int:
     _checked_template(args.template)
     descriptors = load_descriptors(args.descriptors)
     dataset = load_dataset(args.data, args.limit, args.seed)
-    names = list(dict.fromkeys(args.model or [os.environ.get("EXPLAIN_MODEL", DEFAULT_MODEL)]))
+    names = configured_models(args.model)
     store = _store(args)
     explainers = {name: Explainer(load_model(name, args.device), store=store) for name in names}
     bars = []

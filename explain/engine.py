@@ -20,7 +20,7 @@ from descriptors import DEFAULT_TEMPLATE, DescriptorError, PromptSet, build_prom
 from explain.cache import EmbeddingLRU, EmbeddingStore
 from explain.images import content_key, open_image
 from explain.models import EncoderModel
-from explain.results import ClassScore, Classification, DescriptorScore
+from explain.results import Classification, ClassScore, DescriptorScore
 from explain.scoring import class_scores, descriptor_scores, softmax
 
 TEXT_CACHE_BYTES = 256 * 2**20  # ~130k prompts at 512 dimensions

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +27,12 @@ from explain.scoring import normalise
 DEFAULT_MODEL = "openai/clip-vit-base-patch32"
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
+
+
+def configured_models(flags: Sequence[str] | None = None) -> list[str]:
+    """Model names from --model flags, else $EXPLAIN_MODEL (comma-separated), else the default."""
+    names = list(flags or [name.strip() for name in os.environ.get("EXPLAIN_MODEL", "").split(",") if name.strip()])
+    return list(dict.fromkeys(names)) or [DEFAULT_MODEL]
 
 
 def resolve_device(device: str = "auto") -> torch.device:

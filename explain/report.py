@@ -53,8 +53,7 @@ def render_html(run: EvaluationRun, title: str) -> str:
         return figure.to_html(full_html=False, include_plotlyjs=len(figures) == 1, config={"displaylogo": False})
 
     parts = [f"<h1>{html.escape(title)}</h1>", _overview(run), "<h2>Metrics</h2>", _metrics_table(run)]
-    for model, evaluation in run.evaluations.items():
-        metrics = run.metrics[model]
+    for model, metrics in run.metrics.items():
         parts.append(f"<h2>{html.escape(model)}</h2>")
         parts.append(figure_html(_confusion_figure(metrics["descriptors"], run.dataset.classes, model)))
         parts.append(figure_html(_recall_figure(metrics, run.dataset.classes)))

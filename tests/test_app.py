@@ -169,11 +169,13 @@ def test_api_classify_errors_are_gradio_errors(models, image_file):
 
 
 def test_model_names_from_flags_or_environment(monkeypatch):
+    from explain.models import DEFAULT_MODEL, configured_models
+
     monkeypatch.setenv("EXPLAIN_MODEL", "a/b, c/d")
-    assert app.model_names(None) == ["a/b", "c/d"]
-    assert app.model_names(["x", "x", "y"]) == ["x", "y"]
+    assert configured_models(None) == ["a/b", "c/d"]
+    assert configured_models(["x", "x", "y"]) == ["x", "y"]
     monkeypatch.delenv("EXPLAIN_MODEL")
-    assert app.model_names(None) == [app.DEFAULT_MODEL]
+    assert configured_models(None) == [DEFAULT_MODEL]
 
 
 # --- the "Evaluate a dataset" tab ----------------------------------------------------------------------------
