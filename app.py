@@ -31,6 +31,7 @@ from descriptors.store import default_cache_dir, merge_descriptors, parse_descri
 from descriptors.validate import EMPTY
 from explain import EmbeddingStore, Explainer, ExplainError, ModelLoadError, load_model, open_image
 from explain.charts import contrast_figure, descriptor_figure, ranking_figure
+from explain.errors import first_line
 from explain.models import configured_models
 
 try:  # On a Hugging Face ZeroGPU Space, GPU work must run inside spaces.GPU; elsewhere this is a no-op.
@@ -61,6 +62,7 @@ class Models:
     def __init__(self, names: list[str], device: str = "auto"):
         self.names = names
         self.device = device
+        self.store = _open_store()
         self._explainers: dict[str, Explainer] = {}
         self._errors: dict[str, str] = {}
         self._lock = threading.Lock()
@@ -74,7 +76,7 @@ class Models:
                 raise ModelLoadError(self._errors[name])
             if name not in self._explainers:
                 try:
-                    self._explainers[name] = Explainer(load_model(name, self.device))
+                    self._explainers[name] = Explainer(load_model(name, self.device), store=self.store)
                 except ModelLoadError as error:
                     self._errors[name] = str(error)
                     raise
@@ -87,6 +89,15 @@ class Models:
             return None
         except ModelLoadError as error:
             return str(error)
+
+
+def _open_store() -> EmbeddingStore | None:
+    """The on-disk embedding cache shared with the CLI, or None where the cache folder is not writable."""
+    try:
+        return EmbeddingStore(default_cache_dir() / "embeddings.sqlite3")
+    except Exception as error:  # a read-only disk must not stop the app
+        print(f"warning: no embedding cache on disk ({first_line(error)}); caching in memory only", flush=True)
+        return None
 
 
 # --- handlers: plain functions of plain values ------------------------------------------------------------
@@ -108,9 +119,10 @@ def explain(models: Models, model_name: str | None, image, classes_text: str, de
         elapsed = (time.perf_counter() - started) * 1000
     except (DescriptorError, ExplainError) as error:
         return *empty, f"**Could not explain:** {md(str(error))}"
-    contrast = contrast_figure(result.contrast()) if len(result.predictions) > 1 else None
     record = result.to_dict()
-    if contrast is not None:
+    contrast = None
+    if len(result.predictions) > 1:
+        contrast = contrast_figure(result.contrast())
         record["contrast"] = result.contrast().to_dict()
     notes = [f"Scored {len(chosen)} classes in {elapsed:.0f} ms; {explainer.texts_encoded - before} new prompts encoded."]
     if result.fallback_classes:
@@ -356,8 +368,7 @@ def evaluate_upload(models: Models, model_names: list[str], zip_file, folder_nam
 
             return advance
 
-        store = EmbeddingStore(default_cache_dir() / "embeddings.sqlite3")
-        run = run_evaluation(dataset, descriptors, explainers, "a photo of a {}.", store, workers=2, progress=step)
+        run = run_evaluation(dataset, descriptors, explainers, "a photo of a {}.", models.store, workers=2, progress=step)
         report = write_report(run, Path(tempfile.mkdtemp(prefix="descry-report-")))["report.html"]
     except (DescriptorError, ExplainError) as error:
         return *nothing, f"**Could not evaluate:** {md(str(error))}"
