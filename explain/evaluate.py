@@ -138,7 +138,7 @@ def waffle_descriptors(descriptors: Mapping[str, list[str]], seed: int = 0) -> d
     waffle = {}
     for name, values in descriptors.items():
         made = []
-        for i in range(max(len(values), 1)):
+        for i in range(len(values)):  # a class without descriptors keeps its template fallback
             if i % 2 == 0:
                 made.append(f"{rng.choice(words)} {rng.choice(words)}")
             else:
@@ -159,15 +159,16 @@ def _word_list() -> list[str]:
 class _Files(torch.utils.data.Dataset):
     """Decodes and preprocesses one file per item, in DataLoader workers; failures come back as text."""
 
-    def __init__(self, paths: Sequence[Path], preprocess: Callable):
-        self.paths, self.preprocess = list(paths), preprocess
+    def __init__(self, paths: Sequence[Path], image_processor: Callable):
+        # Only the image processor travels to the workers, never the model.
+        self.paths, self.image_processor = list(paths), image_processor
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, index: int):
         try:
-            pixels = self.preprocess([open_image(self.paths[index])])
+            pixels = self.image_processor(images=[open_image(self.paths[index])], return_tensors="pt")
             return index, {k: v[0] for k, v in pixels.items()}, None
         except ExplainError as error:
             return index, None, str(error)
@@ -222,7 +223,7 @@ def embed_files(
     if progress:
         progress(len(paths) - len(todo))
     loader = DataLoader(
-        _Files([paths[i] for i in todo], model.preprocess), batch_size=batch_size, num_workers=workers,
+        _Files([paths[i] for i in todo], model.image_processor), batch_size=batch_size, num_workers=workers,
         collate_fn=_collate, persistent_workers=False,
     )  # fmt: skip
     for positions, batch, failed in loader:

@@ -80,7 +80,7 @@ def test_classes_match_by_name_not_position():
 def test_waffle_keeps_counts_and_is_seeded():
     descriptors = {"newt": ["a", "b", "c"], "toad": ["d"], "frog": []}
     first, again, other = (waffle_descriptors(descriptors, s) for s in (1, 1, 2))
-    assert {k: len(v) for k, v in first.items()} == {"newt": 3, "toad": 1, "frog": 1}
+    assert {k: len(v) for k, v in first.items()} == {"newt": 3, "toad": 1, "frog": 0}  # frog keeps its template
     assert first == again and first != other
     assert len(first["newt"][0].split()) == 2 and first["newt"][1].isalpha() and " " not in first["newt"][1]
 
