@@ -12,6 +12,7 @@ read-only; each browser session keeps its own descriptor set in `gr.State`.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import html
 import json
 import os
@@ -242,11 +243,21 @@ def upload_descriptors(file, descriptors: dict, classes_text: str):
     return uploaded, ", ".join(uploaded), f"Loaded {len(uploaded)} classes from the uploaded file."
 
 
+DOWNLOADS = Path(tempfile.gettempdir()) / "descry-downloads"
+
+
 def download_file(descriptors: dict) -> str:
-    """The session's descriptor set written to a JSON file for the download button."""
-    folder = Path(tempfile.mkdtemp(prefix="descry-"))
+    """The session's descriptor set as a JSON file for the download button.
+
+    This runs after every edit, so files are named by content: an unchanged
+    set reuses its file instead of leaving a new folder behind each time.
+    """
+    text = json.dumps(descriptors, ensure_ascii=False, indent=2) + "\n"
+    folder = DOWNLOADS / hashlib.blake2b(text.encode("utf-8"), digest_size=12).hexdigest()
     path = folder / "descriptors.json"
-    path.write_text(json.dumps(descriptors, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    if not path.exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
     return str(path)
 
 

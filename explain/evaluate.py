@@ -28,7 +28,7 @@ from explain.engine import Explainer
 from explain.errors import ExplainError, first_line
 from explain.images import open_image
 from explain.metrics import classification_metrics, top_k
-from explain.scoring import class_scores, descriptor_scores
+from explain.scoring import class_scores, descriptor_scores, softmax
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 METHODS = ("descriptors", "baseline", "waffle")
@@ -366,8 +366,6 @@ def views(predictions: Mapping[str, np.ndarray], targets: np.ndarray, baseline: 
 
 def prediction_rows(dataset: Dataset, model: str, evaluation: ModelEvaluation) -> list[dict]:
     """predictions.csv rows: path, label, model, method, pred, confidence, top5."""
-    from explain.scoring import softmax
-
     rows = []
     for method, scores in evaluation.methods.items():
         probabilities = softmax(scores.logits)

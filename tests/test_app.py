@@ -144,7 +144,10 @@ def test_upload_and_download_round_trip(tmp_path):
     path.write_text(json.dumps({"newt": ["a crest"], "toad": ["warts"]}))
     descriptors, classes, status = app.upload_descriptors({"path": str(path)}, {}, "x")
     assert descriptors == {"newt": ["a crest"], "toad": ["warts"]} and classes == "newt, toad" and "2 classes" in status
-    assert json.loads(open(app.download_file(descriptors), encoding="utf-8").read()) == descriptors
+    path = app.download_file(descriptors)
+    assert json.loads(open(path, encoding="utf-8").read()) == descriptors
+    assert app.download_file(dict(descriptors)) == path  # same content, same file: edits leave no pile of folders
+    assert app.download_file({"newt": ["a crest"]}) != path
 
 
 @pytest.mark.parametrize(("content", "message"), [("{oops", "not valid JSON"), ('{"newt": "crest"}', "expected a list of strings"), ("{}", "no classes")])

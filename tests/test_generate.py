@@ -5,7 +5,7 @@ import json
 import pytest
 
 from descriptors.cli import main
-from descriptors.generate import PROMPT_VERSION, GenerationCache, LLMError, generate, llm_prompt, make_llm, parse_answer
+from descriptors.generate import GenerationCache, LLMError, generate, llm_prompt, make_llm, parse_answer
 from tests.fake_llm import FakeLLM, answer, failure, stall
 
 PAPER_QUESTION = (
@@ -174,7 +174,16 @@ def test_cache_is_keyed_by_model_prompt_version_and_class(server, tmp_path):
     generate(["newt"], other, cache)
     assert len(server.requests) == 3
     assert cache.get("test-model", "newt") == ["newt feature one", "feature two", "feature three"]
-    assert PROMPT_VERSION
+
+
+def test_a_new_prompt_version_misses_the_cache(tmp_path, monkeypatch):
+    import descriptors.generate as generation
+
+    cache = GenerationCache(tmp_path / "g.sqlite3")
+    cache.put("m", "newt", ["a crest"])
+    assert cache.get("m", "newt") == ["a crest"]
+    monkeypatch.setattr(generation, "PROMPT_VERSION", "changed-prompt")
+    assert cache.get("m", "newt") is None
 
 
 # --- the command line -----------------------------------------------------------------------------------
