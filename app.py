@@ -354,7 +354,7 @@ def data_folders() -> list[str]:
 
 def evaluate_upload(models: Models, model_names: list[str], zip_file, folder_name: str, descriptors: dict, limit, progress=None):
     """Evaluate a zipped or server-side ImageFolder; returns (metrics rows, report path, views, view choices, status)."""
-    from explain.evaluate import load_dataset, run_evaluation
+    from explain.evaluate import METHODS, PromptRecipe, load_dataset, run_evaluation
     from explain.report import write_report
 
     nothing = ([], None, {}, gr.update(choices=[], value=None))
@@ -379,14 +379,14 @@ def evaluate_upload(models: Models, model_names: list[str], zip_file, folder_nam
 
             return advance
 
-        run = run_evaluation(dataset, descriptors, explainers, "a photo of a {}.", models.store, workers=2, progress=step)
+        run = run_evaluation(dataset, descriptors, explainers, PromptRecipe(), models.store, workers=2, progress=step)
         report = write_report(run, Path(tempfile.mkdtemp(prefix="descry-report-")))["report.html"]
     except (DescriptorError, ExplainError) as error:
         return *nothing, f"**Could not evaluate:** {md(str(error))}"
     rows = [
-        [model, method, *(round(values[key], 4) for key in ("acc1", "acc5", "mean_per_class_recall", "mean_confidence", "ece"))]
+        [model, method, *(_rounded(methods[method][key]) for key in ("acc1", "acc5", "mean_per_class_recall", "mean_confidence", "ece"))]
         for model, methods in run.metrics.items()
-        for method, values in methods.items()
+        for method in METHODS
     ]
     predicted = {m: e.methods["descriptors"].logits.argmax(axis=1) for m, e in run.evaluations.items()}
     galleries = {
@@ -419,6 +419,11 @@ def image_path(value) -> str | None:
     if isinstance(value, dict):
         return value.get("path")
     return getattr(value, "path", None)
+
+
+def _rounded(value: float) -> float | None:
+    """A metric for the table: four decimals, or empty where it is not defined (acc5 below five classes)."""
+    return None if value != value else round(value, 4)
 
 
 def md(text: str) -> str:

@@ -34,7 +34,7 @@ from PIL import Image  # noqa: E402
 from transformers import pipeline  # noqa: E402
 
 from explain import Explainer, wrap_model  # noqa: E402
-from explain.evaluate import embed_files, load_dataset, run_evaluation  # noqa: E402
+from explain.evaluate import PromptRecipe, embed_files, load_dataset, run_evaluation  # noqa: E402
 from tests.tiny_models import full_size_clip  # noqa: E402
 
 CLASSES = ["tree frog", "tailed frog", "bullfrog", "tabby cat", "lynx", "espresso", "cappuccino", "rocket", "pagoda", "dahlia"]
@@ -85,7 +85,7 @@ def main() -> None:
 
         descriptors = {name: [f"a typical feature of a {name}", "a distinctive shape", "a usual colour"] for name in CLASSES}
         start = time.perf_counter()
-        run_evaluation(dataset, descriptors, {"m": Explainer(encoder)}, "a photo of a {}.", None, args.batch_size, args.workers)
+        run_evaluation(dataset, descriptors, {"m": Explainer(encoder)}, PromptRecipe(), None, args.batch_size, args.workers)
         evaluation_rate = len(images) / (time.perf_counter() - start)
 
         classify = pipeline("zero-shot-image-classification", model=model, tokenizer=tokenizer, image_processor=processor.image_processor, device="cpu")

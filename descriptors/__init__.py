@@ -6,12 +6,16 @@ building the prompts CLIP reads. Generation with an LLM lives elsewhere.
 
 from descriptors.prompts import (
     DEFAULT_TEMPLATE,
+    DESCRY,
+    PROMPT_STYLES,
     PromptSet,
+    PromptStyle,
     build_prompts,
     class_label,
     normalise_name,
     prompt_for,
     template_prompt,
+    template_prompts,
 )
 from descriptors.store import (
     DescriptorError,
@@ -25,10 +29,13 @@ from descriptors.validate import Problem, check_descriptors, check_structure
 
 __all__ = [
     "DEFAULT_TEMPLATE",
+    "DESCRY",
+    "PROMPT_STYLES",
     "DescriptorError",
     "Descriptors",
     "Problem",
     "PromptSet",
+    "PromptStyle",
     "build_prompts",
     "check_descriptors",
     "check_structure",
@@ -40,4 +47,5 @@ __all__ = [
     "prompt_for",
     "select_classes",
     "template_prompt",
+    "template_prompts",
 ]

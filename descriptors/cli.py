@@ -1,4 +1,4 @@
-"""The command line: `python -m descriptors generate ...` and `python -m descriptors validate FILE`.
+"""The command line: `python -m descriptors generate ...`, `validate FILE` and `prompts FILE`.
 
 Parses flags, reports progress and problems on stderr, and maps outcomes to
 exit codes. Generation, parsing, merging and validation live in `generate`,
@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from descriptors.generate import DEFAULT_LLM, GenerationCache, generate, make_llm
-from descriptors.prompts import normalise_name
+from descriptors.prompts import DEFAULT_TEMPLATE, PROMPT_STYLES, PromptStyle, build_prompts, check_template, normalise_name
 from descriptors.store import (
     DescriptorError,
     default_cache_dir,
@@ -24,6 +24,7 @@ from descriptors.store import (
     missing_classes,
     parse_class_list,
     save_descriptors,
+    select_classes,
 )
 from descriptors.validate import check_descriptors, check_structure
 
@@ -52,13 +53,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     check = commands.add_parser("validate", help="report every problem in a descriptor file")
     check.add_argument("file", type=Path, metavar="FILE.json")
+
+    show = commands.add_parser("prompts", help="print every prompt the text encoder would read: class, descriptor, prompt")
+    show.add_argument("file", type=Path, metavar="FILE.json")
+    show.add_argument("--classes", metavar="LIST", help="comma-separated subset and order (default: every class of the file)")
+    show.add_argument("--style", choices=PROMPT_STYLES, default="descry", help="descry (default) or dclip-release, the release's exact strings")
+    show.add_argument("--prefix", default="", metavar="TEXT", help="text before every descriptor prompt")
+    show.add_argument("--suffix", default="", metavar="TEXT", help='text after every descriptor prompt (the release on ImageNet: ".")')
+    show.add_argument("--template", default=DEFAULT_TEMPLATE, help=f'for classes without descriptors (default: "{DEFAULT_TEMPLATE}")')
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    commands = {"validate": validate_command, "prompts": prompts_command, "generate": generate_command}
     try:
-        return validate_command(args) if args.command == "validate" else generate_command(args)
+        return commands[args.command](args)
     except DescriptorError as error:
         _say(f"error: {error}")
         return 2
@@ -88,6 +98,33 @@ def validate_command(args: argparse.Namespace) -> int:
     count = sum(len(values) for values in data.values())
     _say(f"{args.file}: {len(data)} classes, {count} descriptors, no problems")
     return 0
+
+
+def prompts_command(args: argparse.Namespace) -> int:
+    """One line per prompt, tab-separated: class, descriptor, prompt; the exact text the encoder reads.
+
+    A tab, newline, carriage return or backslash inside a field is written as
+    \\t, \\n, \\r or \\\\, so that every prompt stays on one line.
+    """
+    try:
+        check_template(args.template)
+    except ValueError as error:
+        raise DescriptorError(str(error)) from None
+    descriptors = load_descriptors(args.file)
+    if args.classes is not None:
+        descriptors = select_classes(descriptors, parse_class_list(args.classes))
+    plan = build_prompts(descriptors, args.template, PromptStyle(args.style, args.prefix, args.suffix))
+    lines = []
+    for k, class_name in enumerate(plan.classes):
+        span = plan.class_slice(k)
+        for descriptor, prompt in zip(plan.descriptors[span], plan.prompts[span]):
+            lines.append("\t".join(_one_line(field) for field in (class_name, descriptor, prompt)))
+    sys.stdout.write("".join(line + "\n" for line in lines))
+    return 0
+
+
+def _one_line(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
 
 
 def generate_command(args: argparse.Namespace) -> int:

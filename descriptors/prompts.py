@@ -1,9 +1,11 @@
 """Turning class names and descriptors into the sentences CLIP reads.
 
-This module owns the wording rule of Menon & Vondrick (ICLR 2023), the
-template prompt used for the baseline and for classes without descriptors,
-and `PromptSet`, the flat, class-grouped list of prompts that the scorer
-encodes. It does no I/O and knows nothing about models.
+This module owns the wording rule of Menon & Vondrick (ICLR 2023) in two
+styles (Descry's whole-word rule, and the DCLIP release's exact string
+rule for reproducing published numbers), the template prompt used for the
+baseline and for classes without descriptors, and `PromptSet`, the flat,
+class-grouped list of prompts that the scorer encodes. It does no I/O and
+knows nothing about models.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 DEFAULT_TEMPLATE = "a photo of a {}."
+PROMPT_STYLES = ("descry", "dclip-release")
 
 # First words that read naturally after "{class}, which is ..." and "{class}, which ...".
 # Matching is on the whole first word: "alternating bands" is not "a ...".
@@ -40,6 +43,7 @@ def prompt_for(class_name: str, descriptor: str) -> str:
     'tailed frog, which often found near streams'
     """
     descriptor = " ".join(descriptor.split())
+    # The first word is compared lower-cased, with trailing ",;:" stripped: "Has," counts as "has".
     first = descriptor.split(" ", 1)[0].rstrip(",;:").lower()
     if first in _WHICH_IS:
         link = "which is"
@@ -50,9 +54,81 @@ def prompt_for(class_name: str, descriptor: str) -> str:
     return f"{class_label(class_name)}, {link} {descriptor}"
 
 
-def template_prompt(class_name: str, template: str = DEFAULT_TEMPLATE) -> str:
+def release_link(descriptor: str) -> str:
+    """The DCLIP release's linking words, reproduced exactly, quirks included.
+
+    Its test is `str.startswith` on the raw descriptor: case-sensitive, and a
+    prefix rather than a word, so "alternating bands" reads "which is" and
+    "mayonnaise" reads like "may".
+
+    >>> release_link("alternating bands")
+    'which is alternating bands'
+    >>> release_link("mayonnaise")
+    'which mayonnaise'
+    >>> release_link("Antennae")
+    'which has Antennae'
+    """
+    if descriptor.startswith("a"):  # the release also tests "an", which "a" already covers
+        return f"which is {descriptor}"
+    if descriptor.startswith(("has", "often", "typically", "may", "can")):
+        return f"which {descriptor}"
+    if descriptor.startswith("used"):
+        return f"which is {descriptor}"
+    return f"which has {descriptor}"
+
+
+@dataclass(frozen=True)
+class PromptStyle:
+    """How a class and a descriptor become one sentence.
+
+    `descry` (the default) is the paper's rule on whole first words, with
+    whitespace tidied. `dclip-release` reproduces the DCLIP release byte for
+    byte: class names only have "_" read as " ", descriptors are used as
+    written, and the linking words come from `release_link`. `prefix` and
+    `suffix` wrap every descriptor prompt (the release ends ImageNet's with
+    "."; WaffleCLIP starts every one with "A photo of a ").
+    """
+
+    name: str = "descry"
+    prefix: str = ""
+    suffix: str = ""
+
+    def __post_init__(self):
+        if self.name not in PROMPT_STYLES:
+            raise ValueError(f"prompt style {self.name!r} is not one of {', '.join(PROMPT_STYLES)}")
+
+    @property
+    def release(self) -> bool:
+        return self.name == "dclip-release"
+
+    def label(self, class_name: str) -> str:
+        """The class name as this style writes it."""
+        return class_name.replace("_", " ") if self.release else class_label(class_name)
+
+    def prompt(self, class_name: str, descriptor: str) -> str:
+        """The sentence for one descriptor of one class."""
+        if self.release:
+            return f"{self.prefix}{self.label(class_name)}, {release_link(descriptor)}{self.suffix}"
+        return f"{self.prefix}{prompt_for(class_name, descriptor)}{self.suffix}"
+
+    def descriptors(self, values: Sequence[str]) -> list[str]:
+        """The descriptors of one class that get a prompt.
+
+        Descry drops blank ones (a class left with none falls back to its
+        template). The release keeps every string as written and turns an
+        empty list into one empty descriptor, "{class}, which has ".
+        """
+        if self.release:
+            return list(values) if values else [""]
+        return [" ".join(d.split()) for d in values if d and d.strip()]
+
+
+DESCRY = PromptStyle()
+
+
+def template_prompt(class_name: str, template: str = DEFAULT_TEMPLATE, style: PromptStyle = DESCRY) -> str:
     """The baseline prompt for a class, e.g. "a photo of a tree frog."."""
-    return template.format(class_label(class_name))
+    return template.format(style.label(class_name))
 
 
 def check_template(template: str) -> str:
@@ -91,24 +167,41 @@ class PromptSet:
         return slice(start, start + self.counts[k])
 
 
-def build_prompts(descriptors: Mapping[str, Sequence[str]], template: str = DEFAULT_TEMPLATE) -> PromptSet:
+def build_prompts(
+    descriptors: Mapping[str, Sequence[str]],
+    template: str = DEFAULT_TEMPLATE,
+    style: PromptStyle = DESCRY,
+    labels: Mapping[str, str] | None = None,
+) -> PromptSet:
     """Lay out the prompts of every class in the mapping's order.
 
-    Blank descriptors are skipped; a class left with none falls back to its
-    template prompt.
+    In the default style blank descriptors are skipped, and a class left with
+    none falls back to its template prompt. `labels` gives the name a class
+    is written with in its prompts when that differs from its key (a dataset
+    folder "015.bonsai-101" is read as "bonsai").
     """
     check_template(template)
     classes, texts, prompts, counts, fallback = [], [], [], [], set()
     for class_name, class_descriptors in descriptors.items():
-        kept = [" ".join(d.split()) for d in class_descriptors if d and d.strip()]
+        label = labels.get(class_name, class_name) if labels else class_name
+        kept = style.descriptors(class_descriptors)
         if kept:
             texts.extend(kept)
-            prompts.extend(prompt_for(class_name, d) for d in kept)
+            prompts.extend(style.prompt(label, d) for d in kept)
         else:
-            baseline = template_prompt(class_name, template)
+            baseline = template_prompt(label, template, style)
             texts.append(baseline)
             prompts.append(baseline)
             fallback.add(class_name)
         classes.append(class_name)
         counts.append(max(len(kept), 1))
     return PromptSet(tuple(classes), tuple(texts), tuple(prompts), tuple(counts), frozenset(fallback))
+
+
+def template_prompts(
+    classes: Sequence[str], template: str = DEFAULT_TEMPLATE, style: PromptStyle = DESCRY, labels: Mapping[str, str] | None = None
+) -> PromptSet:
+    """The baseline: one template prompt per class, laid out like any other prompt set."""
+    check_template(template)
+    prompts = tuple(template_prompt(labels.get(c, c) if labels else c, template, style) for c in classes)
+    return PromptSet(tuple(classes), prompts, prompts, (1,) * len(prompts), frozenset(classes))

@@ -14,13 +14,15 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from descriptors import DEFAULT_TEMPLATE, DescriptorError, load_descriptors, parse_class_list, select_classes
+from descriptors import DEFAULT_TEMPLATE, PROMPT_STYLES, DescriptorError, PromptStyle, load_descriptors, parse_class_list, select_classes
 from descriptors.prompts import check_template
+from descriptors.waffle import DEFAULT_PAIRS
 from descriptors.store import default_cache_dir
 from descriptors.validate import EMPTY, check_descriptors
 from explain.cache import EmbeddingStore
 from explain.engine import Explainer
 from explain.errors import ExplainError, first_line
+from explain.evaluate import METHODS
 from explain.images import open_image
 from explain.models import DEFAULT_MODEL, DEVICES, configured_models, load_model
 from explain.results import Classification
@@ -43,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     classify.add_argument("--device", default="auto", choices=DEVICES, help="default: auto (CUDA with fp16, MPS, CPU)")
     classify.add_argument("--template", default=DEFAULT_TEMPLATE, help=f'baseline prompt (default: "{DEFAULT_TEMPLATE}")')
+    add_prompt_flags(classify)
     classify.add_argument("--json", action="store_true", help="print one JSON object per image, one per line")
     classify.add_argument("--top", type=int, default=5, metavar="N", help="classes shown in the table (default: 5)")
     classify.add_argument("--cache-dir", type=Path, default=None, help="embedding cache (default: $DESCRY_CACHE_DIR or ~/.cache/descry)")
@@ -58,11 +61,44 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--limit", type=int, metavar="N", help="evaluate N images drawn at random (with --seed)")
     evaluate.add_argument("--seed", type=int, default=0, metavar="S", help="for --limit and the random-descriptor control")
     evaluate.add_argument("--device", default="auto", choices=DEVICES)
-    evaluate.add_argument("--template", default=DEFAULT_TEMPLATE)
+    evaluate.add_argument("--template", default=DEFAULT_TEMPLATE, help=f'baseline prompt (default: "{DEFAULT_TEMPLATE}")')
+    add_prompt_flags(evaluate)
+    evaluate.add_argument(
+        "--waffle-count", type=_positive, default=DEFAULT_PAIRS, metavar="N",
+        help=f"WaffleCLIP control: pairs of random descriptors shared by all classes (default: {DEFAULT_PAIRS})",
+    )  # fmt: skip
+    evaluate.add_argument(
+        "--waffle-reps", type=_positive, default=1, metavar="R",
+        help="repetitions of the control with seeds S..S+R-1, reported as mean and std (WaffleCLIP used 7; default: 1)",
+    )  # fmt: skip
     evaluate.add_argument("--strict", action="store_true", help="a dataset class without descriptors is an error")
     evaluate.add_argument("--cache-dir", type=Path, default=None)
     evaluate.add_argument("--no-cache", action="store_true")
     return parser
+
+
+def add_prompt_flags(parser: argparse.ArgumentParser) -> None:
+    """--prompt-style, --prompt-prefix and --prompt-suffix, shared with `python -m descriptors prompts`."""
+    parser.add_argument(
+        "--prompt-style", choices=PROMPT_STYLES, default="descry",
+        help="descry: the paper's rule on whole words (default); dclip-release: the DCLIP release's exact strings",
+    )  # fmt: skip
+    parser.add_argument("--prompt-prefix", default="", metavar="TEXT", help='text before every descriptor prompt (WaffleCLIP: "A photo of a ")')
+    parser.add_argument("--prompt-suffix", default="", metavar="TEXT", help='text after every descriptor prompt (the release on ImageNet: ".")')
+
+
+def prompt_style(args: argparse.Namespace) -> PromptStyle:
+    return PromptStyle(args.prompt_style, args.prompt_prefix, args.prompt_suffix)
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -108,7 +144,7 @@ def classify_command(args: argparse.Namespace) -> int:
             continue
         if explainer is None:
             explainer = Explainer(load_model(args.model or configured_models()[0], args.device), store=_store(args))
-        for result in explainer.classify_many(images, descriptors, args.template, names):
+        for result in explainer.classify_many(images, descriptors, args.template, names, prompt_style(args)):
             print(json.dumps(result.to_dict(), ensure_ascii=False) if args.json else format_table(result, args.top), flush=True)
     return 1 if failures else 0
 
@@ -116,10 +152,11 @@ def classify_command(args: argparse.Namespace) -> int:
 def evaluate_command(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from explain.evaluate import load_dataset, run_evaluation
+    from explain.evaluate import PromptRecipe, load_dataset, run_evaluation
     from explain.report import write_report
 
     _checked_template(args.template)
+    recipe = PromptRecipe(args.template, prompt_style(args), args.waffle_count, args.waffle_reps, args.seed)
     descriptors = load_descriptors(args.descriptors)
     dataset = load_dataset(args.data, args.limit, args.seed)
     names = configured_models(args.model)
@@ -133,9 +170,7 @@ def evaluate_command(args: argparse.Namespace) -> int:
         return bar.update
 
     try:
-        run = run_evaluation(
-            dataset, descriptors, explainers, args.template, store, args.batch_size, args.workers, args.seed, args.strict, progress
-        )
+        run = run_evaluation(dataset, descriptors, explainers, recipe, store, args.batch_size, args.workers, args.strict, progress)
     finally:
         for bar in bars:
             bar.close()
@@ -145,10 +180,18 @@ def evaluate_command(args: argparse.Namespace) -> int:
         _error(reason)
     paths = write_report(run, args.out)
     for model, methods in run.metrics.items():
-        summary = "  ".join(f"{method} acc1 {m['acc1']:.4f} acc5 {m['acc5']:.4f}" for method, m in methods.items())
+        summary = "  ".join(f"{method} acc1 {_metric(methods[method], 'acc1')} acc5 {_metric(methods[method], 'acc5')}" for method in METHODS)
         print(f"{model}: {summary}")
     print(f"wrote {', '.join(str(p) for p in paths.values())}")
     return 1 if run.unreadable else 0
+
+
+def _metric(metrics: dict, key: str) -> str:
+    value = metrics[key]
+    if value != value:  # NaN: acc5 with fewer than five classes
+        return "n/a"
+    spread = metrics.get("std", {}).get(key)
+    return f"{value:.4f}±{spread:.4f}" if spread is not None and len(metrics.get("seeds", [])) > 1 else f"{value:.4f}"
 
 
 def format_table(result: Classification, top: int = 5) -> str:

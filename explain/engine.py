@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from descriptors import DEFAULT_TEMPLATE, DescriptorError, PromptSet, build_prompts, template_prompt
+from descriptors import DEFAULT_TEMPLATE, DESCRY, DescriptorError, PromptSet, PromptStyle, build_prompts, template_prompt
 from explain.cache import EmbeddingLRU, EmbeddingStore
 from explain.images import content_key, open_image
 from explain.models import EncoderModel
@@ -76,10 +76,11 @@ class Explainer:
         descriptors: Mapping[str, Sequence[str]],
         template: str = DEFAULT_TEMPLATE,
         name: str | None = None,
+        style: PromptStyle = DESCRY,
     ) -> Classification:
         """Classify one image (a path, bytes or a PIL image) by its descriptors."""
         label = name or (str(image) if isinstance(image, (str, Path)) else "image")
-        return self.classify_many([open_image(image, label)], descriptors, template, [label])[0]
+        return self.classify_many([open_image(image, label)], descriptors, template, [label], style)[0]
 
     def classify_many(
         self,
@@ -87,12 +88,16 @@ class Explainer:
         descriptors: Mapping[str, Sequence[str]],
         template: str = DEFAULT_TEMPLATE,
         names: Sequence[str] | None = None,
+        style: PromptStyle = DESCRY,
     ) -> list[Classification]:
-        """Classify already-opened RGB images against the same classes, in one batch."""
+        """Classify already-opened RGB images against the same classes, in one batch.
+
+        `style` words the descriptor prompts (see `descriptors.PromptStyle`); the baseline uses `template`.
+        """
         if not descriptors:
             raise DescriptorError("the class list is empty: give at least one class name")
-        plan = build_prompts(descriptors, template)
-        baseline_prompts = [template_prompt(c, template) for c in plan.classes]
+        plan = build_prompts(descriptors, template, style)
+        baseline_prompts = [template_prompt(c, template, style) for c in plan.classes]
         text = self.text_embeddings([*plan.prompts, *baseline_prompts])  # [n_prompts + n_classes, dim]
         pixels = self.image_embeddings(images)  # [n_images, dim]
         scores = descriptor_scores(pixels, text, self.model.logit_scale, self.model.logit_bias)

@@ -2,9 +2,11 @@
 
 The flow is one-way: files -> image embeddings (batched by a DataLoader,
 cached on disk by file content) -> per-prompt scores -> class scores per
-method (descriptors, template baseline, WaffleCLIP-style random
-descriptors) -> metrics, views and descriptor diagnostics as plain dicts.
-Writing files and HTML lives in `report`; the counting lives in `metrics`.
+method (descriptors, template baseline, WaffleCLIP's random-descriptor
+control) -> metrics, views and descriptor diagnostics as plain dicts.
+Dataset classes meet descriptor keys by name (`match_classes`), and the
+prompts are written with the matched key, never the folder name. Writing
+files and HTML lives in `report`; the counting lives in `metrics`.
 """
 
 from __future__ import annotations
@@ -21,13 +23,14 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from descriptors import DescriptorError, PromptSet, build_prompts, normalise_name, template_prompt
-from descriptors.tokens import clip_tokenizer
+from descriptors import DEFAULT_TEMPLATE, DescriptorError, PromptSet, PromptStyle, build_prompts, normalise_name
+from descriptors.prompts import DESCRY, template_prompts
+from descriptors.waffle import DEFAULT_PAIRS, waffle_prompts
 from explain.cache import EmbeddingStore
 from explain.engine import Explainer
 from explain.errors import ExplainError, first_line
 from explain.images import open_image
-from explain.metrics import classification_metrics, top_k
+from explain.metrics import SCALAR_METRICS, classification_metrics, top_k
 from explain.scoring import class_scores, descriptor_scores, softmax
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
@@ -96,61 +99,74 @@ def _read_csv(path: Path) -> tuple[list[Path], list[str]]:
     return paths, labels
 
 
-def dataset_name_forms(name: str) -> list[str]:
-    """Ways a dataset label may be written in a descriptor file, most literal first.
+def match_key(name: str) -> str:
+    """The loose form a dataset class and a descriptor key are matched by.
 
-    "015.bonsai-101" (Caltech folders) also matches "bonsai"; "tree-frog" also "tree frog".
+    Case is ignored; hyphens, underscores and runs of spaces are one space;
+    a leading number with its "." or "_" ("001.", "015_") and a trailing
+    "-101" (Caltech-256's duplicates of Caltech-101) are dropped. So
+    "001.Black_footed_Albatross" meets "Black-footed Albatross", and
+    "015.bonsai-101" meets "bonsai".
     """
-    forms = [normalise_name(name)]
-    bare = re.sub(r"^\d+[._-]", "", name)
-    bare = re.sub(r"-101$", "", bare)
-    for candidate in (bare, bare.replace("-", " ")):
-        key = normalise_name(candidate)
-        if key and key not in forms:
-            forms.append(key)
-    return forms
+    bare = re.sub(r"^\s*\d+[._]", "", name)
+    bare = re.sub(r"-101\s*$", "", bare)
+    return " ".join(re.sub(r"[-_]", " ", bare).casefold().split())
 
 
-def match_classes(classes: Sequence[str], descriptors: Mapping[str, list[str]], strict: bool = False):
+def readable_name(name: str) -> str:
+    """How a dataset class without descriptors is written in its prompts: "015.bonsai-101" -> "bonsai"."""
+    bare = re.sub(r"-101\s*$", "", re.sub(r"^\s*\d+[._]", "", name))
+    return " ".join(re.sub(r"[-_]", " ", bare).split()) or name
+
+
+@dataclass
+class ClassMatch:
+    """How each dataset class meets the descriptor file.
+
+    `descriptors` and `labels` are keyed by dataset class, in dataset order:
+    the class's descriptors as written (empty when it has none), and the
+    name its prompts use: the matched descriptor key, else `readable_name`.
+    """
+
+    descriptors: dict[str, list[str]]
+    labels: dict[str, str]
+    missing: list[str]  # classes with no usable descriptor
+
+
+def match_classes(classes: Sequence[str], descriptors: Mapping[str, list[str]], strict: bool = False) -> ClassMatch:
     """Descriptors for each dataset class, matched by name, never by position.
 
-    Returns (descriptors keyed by dataset class, classes with no descriptors).
-    With `strict`, a class without descriptors is an error.
+    An exact match (ignoring case and underscores) wins; otherwise the loose
+    `match_key` form is tried. Two dataset classes that reach one key, or a
+    class whose loose form fits two keys, are errors naming both. With
+    `strict`, a class without descriptors is an error too.
     """
-    by_key = {normalise_name(name): name for name in descriptors}
-    matched, missing = {}, []
+    exact = {normalise_name(key): key for key in descriptors}
+    loose: dict[str, list[str]] = {}
+    for key in descriptors:
+        loose.setdefault(match_key(key), []).append(key)
+    found: dict[str, str | None] = {}
     for name in classes:
-        key = next((form for form in dataset_name_forms(name) if form in by_key), None)
-        values = [v for v in descriptors[by_key[key]] if v.strip()] if key else []
-        matched[name] = values
-        if not values:
-            missing.append(name)
+        key = exact.get(normalise_name(name))
+        if key is None:
+            candidates = loose.get(match_key(name), [])
+            if len(candidates) > 1:
+                raise DescriptorError(f"dataset class {name!r} matches more than one descriptor key: {candidates[0]!r} and {candidates[1]!r}")
+            key = candidates[0] if candidates else None
+        found[name] = key
+    by_label: dict[str, str] = {}
+    labels = {name: key if key is not None else readable_name(name) for name, key in found.items()}
+    for name, label in labels.items():
+        other = by_label.setdefault(normalise_name(label), name)
+        if other != name:
+            what = f"descriptor key {found[name]!r}" if found[name] is not None else f"the name {label!r}"
+            raise DescriptorError(f"dataset classes {other!r} and {name!r} both match {what}; rename one of the folders")
+    matched = {name: list(descriptors[key]) if key is not None else [] for name, key in found.items()}
+    missing = [name for name, values in matched.items() if not any(v.strip() for v in values)]
     if strict and missing:
-        raise DescriptorError(f"{len(missing)} dataset classes have no descriptors: {', '.join(missing[:10])}" + (" ..." if len(missing) > 10 else ""))
-    return matched, missing
-
-
-def waffle_descriptors(descriptors: Mapping[str, list[str]], seed: int = 0) -> dict[str, list[str]]:
-    """WaffleCLIP's control: as many random descriptors per class, alternating word pairs and character strings."""
-    rng = random.Random(seed)
-    words = _word_list()
-    letters = "abcdefghijklmnopqrstuvwxyz"
-    waffle = {}
-    for name, values in descriptors.items():
-        made = []
-        for i in range(len(values)):  # a class without descriptors keeps its template fallback
-            if i % 2 == 0:
-                made.append(f"{rng.choice(words)} {rng.choice(words)}")
-            else:
-                made.append("".join(rng.choice(letters) for _ in range(rng.randint(6, 10))))
-        waffle[name] = made
-    return waffle
-
-
-def _word_list() -> list[str]:
-    """Plain English words from CLIP's own vocabulary (whole-word tokens of letters only)."""
-    vocab = clip_tokenizer().get_vocab()
-    return sorted(t[:-4] for t in vocab if t.endswith("</w>") and t[:-4].isalpha() and t[:-4].isascii() and 4 <= len(t) - 4 <= 9)
+        shown = ", ".join(missing[:10]) + (" ..." if len(missing) > 10 else "")
+        raise DescriptorError(f"{len(missing)} dataset classes have no descriptors: {shown}")
+    return ClassMatch(matched, labels, missing)
 
 
 # --- image embeddings -----------------------------------------------------------------------------------
@@ -244,59 +260,106 @@ def embed_files(
 # --- scoring a whole dataset ----------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class PromptRecipe:
+    """How each method turns classes into prompts: the template, the style, and WaffleCLIP's control."""
+
+    template: str = DEFAULT_TEMPLATE
+    style: PromptStyle = DESCRY
+    waffle_pairs: int = DEFAULT_PAIRS
+    waffle_reps: int = 1
+    seed: int = 0
+
+    def waffle_seeds(self) -> list[int]:
+        """One seed per repetition; the default 0..6 for seven reps are WaffleCLIP's own."""
+        return [self.seed + rep for rep in range(self.waffle_reps)]
+
+
 @dataclass
 class MethodScores:
-    """One method's result on a dataset: class scores, and per-prompt scores where they explain something."""
+    """One method's result on a dataset: class scores, the prompts behind them, and per-prompt scores."""
 
     logits: np.ndarray  # [n_samples, n_classes] class scores
     plan: PromptSet | None = None
     prompt_scores: np.ndarray | None = None  # [n_samples, n_prompts], descriptors method only
+    seed: int | None = None  # waffle repetitions only
 
 
 @dataclass
 class ModelEvaluation:
+    """`methods` holds descriptors, baseline and waffle (its first repetition); `waffle_reps` every repetition."""
+
     model: str
     methods: dict[str, MethodScores] = field(default_factory=dict)
+    waffle_reps: list[MethodScores] = field(default_factory=list)
 
 
 def score_dataset(
     explainer: Explainer,
     image_embeds: np.ndarray,
-    descriptors: Mapping[str, list[str]],
-    template: str,
-    seed: int = 0,
+    match: ClassMatch,
+    recipe: PromptRecipe = PromptRecipe(),
     chunk: int = 4096,
 ) -> ModelEvaluation:
-    """Class scores of every image for each method; `descriptors` is keyed by dataset class, in order."""
+    """Class scores of every image for each method, classes in `match`'s (dataset) order."""
     model = explainer.model
-    plans = {
-        "descriptors": build_prompts(descriptors, template),
-        "waffle": build_prompts(waffle_descriptors(descriptors, seed), template),
-    }
-    baseline_prompts = [template_prompt(name, template) for name in descriptors]
-    evaluation = ModelEvaluation(model.name)
-    for method, plan in plans.items():
+    descriptors, labels = match.descriptors, match.labels
+
+    def scored(plan: PromptSet, keep_prompts: bool = False, seed: int | None = None) -> MethodScores:
         text = explainer.text_embeddings(list(plan.prompts))
         logits, kept = [], []
         for start in range(0, len(image_embeds), chunk):
             scores = descriptor_scores(image_embeds[start : start + chunk], text, model.logit_scale, model.logit_bias)
             logits.append(class_scores(scores, plan.counts))
-            if method == "descriptors":
+            if keep_prompts:
                 kept.append(scores)
-        evaluation.methods[method] = MethodScores(
-            np.concatenate(logits), plan, np.concatenate(kept) if kept else None
-        )
-    text = explainer.text_embeddings(baseline_prompts)
-    baseline = descriptor_scores(image_embeds, text, model.logit_scale, model.logit_bias).astype(np.float64)
-    evaluation.methods["baseline"] = MethodScores(baseline)
-    # Keep the documented method order.
-    evaluation.methods = {m: evaluation.methods[m] for m in METHODS}
+        empty = np.zeros((0, len(plan.classes)))
+        return MethodScores(np.concatenate(logits) if logits else empty, plan, np.concatenate(kept) if kept else None, seed)
+
+    evaluation = ModelEvaluation(model.name)
+    evaluation.methods["descriptors"] = scored(build_prompts(descriptors, recipe.template, recipe.style, labels), keep_prompts=True)
+    evaluation.methods["baseline"] = scored(template_prompts(list(descriptors), recipe.template, recipe.style, labels))
+    for seed in recipe.waffle_seeds():
+        evaluation.waffle_reps.append(scored(waffle_prompts(descriptors, recipe.waffle_pairs, seed, labels), seed=seed))
+    evaluation.methods["waffle"] = evaluation.waffle_reps[0]
     return evaluation
 
 
-def summarise(evaluation: ModelEvaluation, targets: np.ndarray, classes: list[str]) -> dict[str, dict]:
-    """metrics.json's entry for one model: method -> metrics."""
-    return {method: classification_metrics(scores.logits, targets, classes) for method, scores in evaluation.methods.items()}
+def summarise(evaluation: ModelEvaluation, targets: np.ndarray, classes: list[str]) -> dict:
+    """metrics.json's entry for one model: method -> metrics, and `waffle_reps`.
+
+    `waffle` is the mean over repetitions of every number (per-class ones
+    too), with `std` (population standard deviation, as WaffleCLIP's numpy
+    reports it) and `seeds`; `waffle_reps` lists each repetition's metrics.
+    """
+    summary = {method: classification_metrics(evaluation.methods[method].logits, targets, classes) for method in ("descriptors", "baseline")}
+    reps = []
+    for scores in evaluation.waffle_reps:
+        reps.append({"seed": scores.seed, **classification_metrics(scores.logits, targets, classes)})
+    summary["waffle"] = _mean_of_reps(reps)
+    summary["waffle_reps"] = reps
+    return summary
+
+
+def _mean_of_reps(reps: list[dict]) -> dict:
+    mean: dict = {}
+    for key, value in reps[0].items():
+        if key == "seed":
+            continue
+        if key == "per_class":
+            mean[key] = {
+                name: {m: float(np.mean([r[key][name][m] for r in reps])) if m != "support" else v for m, v in entry.items()}
+                for name, entry in value.items()
+            }
+        elif key == "confusion_matrix":
+            mean[key] = np.mean([r[key] for r in reps], axis=0).tolist()
+        elif key == "n_samples":
+            mean[key] = value
+        else:
+            mean[key] = float(np.mean([r[key] for r in reps]))
+    mean["std"] = {key: float(np.std([r[key] for r in reps])) for key in SCALAR_METRICS}
+    mean["seeds"] = [r["seed"] for r in reps]
+    return mean
 
 
 def descriptor_diagnostics(scores: MethodScores, targets: np.ndarray, baseline_logits: np.ndarray) -> list[dict]:
@@ -364,10 +427,35 @@ def views(predictions: Mapping[str, np.ndarray], targets: np.ndarray, baseline: 
     return found
 
 
+def method_runs(evaluation: ModelEvaluation) -> list[tuple[str, MethodScores]]:
+    """Every set of scores an evaluation holds, named as in predictions.csv and prompts.csv.
+
+    The control is `waffle` when it ran once, `waffle-seed{S}` per repetition when it ran more.
+    """
+    runs = [("descriptors", evaluation.methods["descriptors"]), ("baseline", evaluation.methods["baseline"])]
+    reps = evaluation.waffle_reps
+    runs += [("waffle" if len(reps) == 1 else f"waffle-seed{scores.seed}", scores) for scores in reps]
+    return runs
+
+
+def prompt_rows(evaluation: ModelEvaluation) -> list[dict]:
+    """prompts.csv rows: method, class, descriptor, prompt; every prompt that was encoded, in order."""
+    rows = []
+    for method, scores in method_runs(evaluation):
+        plan = scores.plan
+        for k, class_name in enumerate(plan.classes):
+            span = plan.class_slice(k)
+            rows.extend(
+                {"method": method, "class": class_name, "descriptor": d, "prompt": p}
+                for d, p in zip(plan.descriptors[span], plan.prompts[span])
+            )
+    return rows
+
+
 def prediction_rows(dataset: Dataset, model: str, evaluation: ModelEvaluation) -> list[dict]:
     """predictions.csv rows: path, label, model, method, pred, confidence, top5."""
     rows = []
-    for method, scores in evaluation.methods.items():
+    for method, scores in method_runs(evaluation):
         probabilities = softmax(scores.logits)
         best = top_k(scores.logits, 5)
         for i, path in enumerate(dataset.paths):
@@ -387,27 +475,28 @@ class EvaluationRun:
 
     dataset: Dataset  # the readable samples only
     evaluations: dict[str, ModelEvaluation]
-    metrics: dict[str, dict[str, dict]]  # model -> method -> metrics
+    metrics: dict[str, dict]  # model -> method -> metrics, plus "waffle_reps": [metrics per repetition]
     diagnostics: dict[str, list[dict]]  # model -> descriptor rows
     views: dict[str, list[int]]
     missing: list[str]  # dataset classes scored by the template for lack of descriptors
     unreadable: dict[str, str]  # path -> reason
+    recipe: PromptRecipe = field(default_factory=lambda: PromptRecipe())
+    labels: dict[str, str] = field(default_factory=dict)  # dataset class -> the name its prompts use
 
 
 def run_evaluation(
     dataset: Dataset,
     descriptors: Mapping[str, list[str]],
     explainers: Mapping[str, Explainer],
-    template: str,
+    recipe: PromptRecipe = PromptRecipe(),
     store: EmbeddingStore | None = None,
     batch_size: int = 32,
     workers: int = 2,
-    seed: int = 0,
     strict: bool = False,
     progress: Callable[[str, int], Callable[[int], None]] | None = None,
 ) -> EvaluationRun:
     """Embed, score and summarise a dataset for each model; `progress(label, total)` makes a step counter."""
-    matched, missing = match_classes(dataset.classes, descriptors, strict)
+    match = match_classes(dataset.classes, descriptors, strict)
     embeddings, unreadable = {}, {}
     for name, explainer in explainers.items():
         step = progress(f"images, {name}", len(dataset.paths)) if progress else None
@@ -420,7 +509,7 @@ def run_evaluation(
     targets = readable.targets
     evaluations, metrics, diagnostics = {}, {}, {}
     for name, explainer in explainers.items():
-        evaluation = score_dataset(explainer, embeddings[name][keep], matched, template, seed)
+        evaluation = score_dataset(explainer, embeddings[name][keep], match, recipe)
         evaluations[name] = evaluation
         metrics[name] = summarise(evaluation, targets, readable.classes)
         diagnostics[name] = descriptor_diagnostics(
@@ -428,4 +517,5 @@ def run_evaluation(
         )
     predicted = {name: e.methods["descriptors"].logits.argmax(axis=1) for name, e in evaluations.items()}
     baseline = {name: e.methods["baseline"].logits.argmax(axis=1) for name, e in evaluations.items()}
-    return EvaluationRun(readable, evaluations, metrics, diagnostics, views(predicted, targets, baseline), missing, unreadable)
+    found = views(predicted, targets, baseline)
+    return EvaluationRun(readable, evaluations, metrics, diagnostics, found, match.missing, unreadable, recipe, match.labels)

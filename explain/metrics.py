@@ -13,19 +13,26 @@ from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 from explain.scoring import softmax
 
 ECE_BINS = 15
+SCALAR_METRICS = ("acc1", "acc5", "mean_per_class_recall", "mean_confidence", "ece")
 
 
 def top_k(logits: np.ndarray, k: int) -> np.ndarray:
-    """Indices of the k best classes per sample, best first. # [n, k]"""
+    """Indices of the k best classes per sample, best first. # [n, k]
+
+    Exact ties go to the lower class index, the same rule as `argmax`, so
+    that the top-1 class, `acc1` and the predicted class always agree.
+    """
     k = min(k, logits.shape[1])
-    part = np.argpartition(-logits, k - 1, axis=1)[:, :k]
-    order = np.take_along_axis(logits, part, axis=1).argsort(axis=1)[:, ::-1]
-    return np.take_along_axis(part, order, axis=1)
+    return np.argsort(-np.asarray(logits), axis=1, kind="stable")[:, :k]
 
 
 def accuracy_at(logits: np.ndarray, targets: np.ndarray, k: int) -> float:
-    """Share of samples whose true class is among the k best (k=1: top-1 accuracy)."""
-    if len(targets) == 0:
+    """Share of samples whose true class is among the k best (k=1: top-1 accuracy).
+
+    NaN when there are no samples, or fewer than k classes (then every
+    sample would count as right), as CLIP_benchmark reports acc5 then.
+    """
+    if len(targets) == 0 or k > logits.shape[1]:
         return float("nan")
     return float((top_k(logits, k) == targets[:, None]).any(axis=1).mean())
 
@@ -45,9 +52,13 @@ def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, bins
 
 
 def classification_metrics(logits: np.ndarray, targets: np.ndarray, class_names: list[str]) -> dict:
-    """acc1, acc5, mean_per_class_recall, mean_confidence, ece, per-class scores and the confusion matrix."""
-    probabilities = softmax(np.asarray(logits, dtype=np.float64))
-    predictions = probabilities.argmax(axis=1)
+    """acc1, acc5, mean_per_class_recall, mean_confidence, ece, per-class scores and the confusion matrix.
+
+    acc5 is NaN (null in JSON) with fewer than five classes.
+    """
+    logits = np.asarray(logits, dtype=np.float64)
+    probabilities = softmax(logits)
+    predictions = logits.argmax(axis=1)  # ties: the lower index, as in top_k
     confidence = probabilities.max(axis=1)
     correct = predictions == targets
     labels = list(range(len(class_names)))

@@ -1,4 +1,4 @@
-"""Writing an evaluation to disk: metrics.json, predictions.csv, views.json, diagnostics.json, report.html.
+"""Writing an evaluation to disk: metrics.json, predictions.csv, prompts.csv, views.json, diagnostics.json, report.html.
 
 The HTML report is one self-contained file: plotly.js is inlined once, and
 sample thumbnails are embedded as small JPEG data URIs. Every piece of user
@@ -19,25 +19,31 @@ from pathlib import Path
 import plotly.graph_objects as go
 
 from explain.charts import safe
-from explain.evaluate import METHODS, EvaluationRun, prediction_rows
+from explain.evaluate import METHODS, EvaluationRun, prediction_rows, prompt_rows
 from explain.images import open_image
+from explain.metrics import SCALAR_METRICS as SUMMARY_METRICS
 
 THUMBNAILS_PER_VIEW = 24
 THUMBNAIL_SIZE = 112
-SUMMARY_METRICS = ("acc1", "acc5", "mean_per_class_recall", "mean_confidence", "ece")
 
 
 def write_report(run: EvaluationRun, out: str | Path, title: str = "Descry evaluation") -> dict[str, Path]:
     """Write every output file into `out`; returns their paths by name."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    paths = {name: out / name for name in ("metrics.json", "predictions.csv", "views.json", "diagnostics.json", "report.html")}
-    paths["metrics.json"].write_text(json.dumps(_finite(run.metrics), indent=2) + "\n", encoding="utf-8")
+    names = ("metrics.json", "predictions.csv", "prompts.csv", "views.json", "diagnostics.json", "report.html")
+    paths = {name: out / name for name in names}
+    paths["metrics.json"].write_text(json.dumps(_finite(run.metrics), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     with open(paths["predictions.csv"], "w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=["path", "label", "model", "method", "pred", "confidence", "top5"])
         writer.writeheader()
         for model, evaluation in run.evaluations.items():
             writer.writerows(prediction_rows(run.dataset, model, evaluation))
+    with open(paths["prompts.csv"], "w", newline="", encoding="utf-8") as handle:
+        # The prompts do not depend on the model: every model encoded exactly these texts.
+        writer = csv.DictWriter(handle, fieldnames=["method", "class", "descriptor", "prompt"])
+        writer.writeheader()
+        writer.writerows(prompt_rows(next(iter(run.evaluations.values()))))
     named_views = {name: [str(run.dataset.paths[i]) for i in indices] for name, indices in run.views.items()}
     paths["views.json"].write_text(json.dumps(named_views, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     paths["diagnostics.json"].write_text(json.dumps(_finite(run.diagnostics), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
@@ -80,12 +86,24 @@ figure img {{ width: {THUMBNAIL_SIZE}px; height: {THUMBNAIL_SIZE}px; object-fit:
 
 
 def _overview(run: EvaluationRun) -> str:
+    recipe = run.recipe
+    reps = f", mean of {recipe.waffle_reps} seeds ({', '.join(map(str, recipe.waffle_seeds()))})" if recipe.waffle_reps > 1 else f", seed {recipe.seed}"
+    style = html.escape(recipe.style.name)
+    if recipe.style.prefix or recipe.style.suffix:
+        style += f" with prefix {html.escape(repr(recipe.style.prefix))} and suffix {html.escape(repr(recipe.style.suffix))}"
     items = [
         f"{len(run.dataset.paths)} images in {len(run.dataset.classes)} classes",
         f"models: {', '.join(html.escape(m) for m in run.evaluations)}",
-        "methods: descriptors (class score = mean descriptor score), baseline (one template prompt), "
-        "waffle (random words and characters, same count per class: a control)",
+        f"methods: descriptors (class score = mean descriptor score; prompt style {style}), "
+        f"baseline (template {html.escape(repr(recipe.template))}), "
+        f"waffle (WaffleCLIP's control: {recipe.waffle_pairs} pairs of random words and random characters, "
+        f"the same for every class{reps})",
+        "every prompt the text encoder read is listed in prompts.csv",
     ]
+    renamed = {name: label for name, label in run.labels.items() if label != name}
+    if renamed:
+        shown = ", ".join(f"{html.escape(n)} &rarr; {html.escape(l)}" for n, l in list(renamed.items())[:10])
+        items.append(f"{len(renamed)} dataset classes are written in prompts by their descriptor key or readable name: {shown}" + (" ..." if len(renamed) > 10 else ""))
     if run.missing:
         shown = ", ".join(html.escape(name) for name in run.missing[:30]) + (" ..." if len(run.missing) > 30 else "")
         items.append(f"{len(run.missing)} classes had no descriptors and were scored with the template: {shown}")
@@ -100,9 +118,24 @@ def _metrics_table(run: EvaluationRun) -> str:
     rows = []
     for model, methods in run.metrics.items():
         for method in METHODS:
-            values = "".join(f'<td class="num">{methods[method][key]:.4f}</td>' for key in SUMMARY_METRICS)
+            values = "".join(f'<td class="num">{_number(methods[method], key)}</td>' for key in SUMMARY_METRICS)
             rows.append(f"<tr><td>{html.escape(model)}</td><td>{method}</td>{values}</tr>")
-    return f"<table><thead><tr>{header}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+    note = ""
+    if any(math.isnan(m["descriptors"]["acc5"]) for m in run.metrics.values()):
+        note = '<p class="note">acc5 is not reported (n/a) with fewer than five classes, as in CLIP_benchmark.</p>'
+    if run.recipe.waffle_reps > 1:
+        note += f'<p class="note">waffle: mean &plusmn; population standard deviation over {run.recipe.waffle_reps} seeds; each seed\'s metrics are in metrics.json under waffle_reps.</p>'
+    return f"<table><thead><tr>{header}</tr></thead><tbody>{''.join(rows)}</tbody></table>{note}"
+
+
+def _number(metrics: dict, key: str) -> str:
+    value = metrics[key]
+    if isinstance(value, float) and math.isnan(value):
+        return "n/a"
+    spread = metrics.get("std", {}).get(key)
+    if spread is not None and len(metrics.get("seeds", [])) > 1 and not math.isnan(spread):
+        return f"{value:.4f} &plusmn; {spread:.4f}"
+    return f"{value:.4f}"
 
 
 def _confusion_figure(metrics: dict, classes: list[str], model: str) -> go.Figure:

@@ -152,3 +152,19 @@ def test_descriptor_problems_are_a_warning_not_an_error(capsys, clip_dir, image_
         "warning: class 'newt': descriptor \"a newt's crest\" contains the class name (and 1 more); "
         f"see python -m descriptors validate {path}"
     ]
+
+
+def test_prompt_style_and_suffix_reach_the_encoder(capsys, clip_dir, image_files, frog_file):
+    code, out, _ = run(
+        capsys, image_files[0], "--descriptors", frog_file, "--model", clip_dir, "--json",
+        "--prompt-style", "dclip-release", "--prompt-suffix", ".", "--template", "{}.",
+    )  # fmt: skip
+    record = json.loads(out)
+    assert code == 0
+    prompts = {d["descriptor"]: d["prompt"] for p in record["predictions"] for d in p["descriptors"]}
+    assert prompts["a bright green colour"] == "tree frog, which is a bright green colour."
+    assert prompts["protruding eyes"] == "tree frog, which has protruding eyes."
+    assert prompts["has a deep call"] == "bullfrog, which has a deep call."
+    code, out, _ = run(capsys, image_files[0], "--descriptors", frog_file, "--model", clip_dir, "--json", "--prompt-suffix", " in a photo")
+    prompts = {d["descriptor"]: d["prompt"] for p in json.loads(out)["predictions"] for d in p["descriptors"]}
+    assert prompts["protruding eyes"] == "tree frog, which has protruding eyes in a photo"

@@ -15,13 +15,13 @@ from explain import EmbeddingStore, Explainer, load_model
 from explain.cli import main
 from explain.evaluate import (
     MethodScores,
-    dataset_name_forms,
+    PromptRecipe,
     descriptor_diagnostics,
     load_dataset,
     match_classes,
+    match_key,
     run_evaluation,
     views,
-    waffle_descriptors,
 )
 from explain.metrics import classification_metrics, expected_calibration_error
 from explain.scoring import class_scores
@@ -37,7 +37,7 @@ def test_metrics_by_hand():
     targets = np.array([0, 1, 1, 0])
     m = classification_metrics(logits, targets, ["a", "b", "c"])
     assert m["acc1"] == 0.5  # samples 0 and 1
-    assert m["acc5"] == 1.0  # k is capped at the number of classes
+    assert np.isnan(m["acc5"])  # fewer than five classes: undefined, as CLIP_benchmark reports it
     assert m["per_class"]["a"] == {"precision": 0.5, "recall": 0.5, "f1": 0.5, "support": 2}
     assert m["per_class"]["b"] == {"precision": 1.0, "recall": 0.5, "f1": pytest.approx(2 / 3), "support": 2}
     assert m["per_class"]["c"]["support"] == 0
@@ -69,20 +69,14 @@ def test_metrics_agree_with_sklearn_on_random_logits():
 
 def test_classes_match_by_name_not_position():
     descriptors = {"tailed frog": ["a tail"], "Tree Frog": ["toe pads"], "bonsai": ["a small tree"]}
-    matched, missing = match_classes(["tree_frog", "015.bonsai-101", "tailed-frog", "axolotl"], descriptors)
-    assert matched == {"tree_frog": ["toe pads"], "015.bonsai-101": ["a small tree"], "tailed-frog": ["a tail"], "axolotl": []}
-    assert missing == ["axolotl"]
+    match = match_classes(["tree_frog", "015.bonsai-101", "tailed-frog", "axolotl"], descriptors)
+    assert match.descriptors == {"tree_frog": ["toe pads"], "015.bonsai-101": ["a small tree"], "tailed-frog": ["a tail"], "axolotl": []}
+    assert match.labels == {"tree_frog": "Tree Frog", "015.bonsai-101": "bonsai", "tailed-frog": "tailed frog", "axolotl": "axolotl"}
+    assert match.missing == ["axolotl"]
     with pytest.raises(DescriptorError, match="1 dataset classes have no descriptors: axolotl"):
         match_classes(["axolotl", "bonsai"], descriptors, strict=True)
-    assert dataset_name_forms("252.car-side-101") == ["252.car-side-101", "car-side", "car side"]
-
-
-def test_waffle_keeps_counts_and_is_seeded():
-    descriptors = {"newt": ["a", "b", "c"], "toad": ["d"], "frog": []}
-    first, again, other = (waffle_descriptors(descriptors, s) for s in (1, 1, 2))
-    assert {k: len(v) for k, v in first.items()} == {"newt": 3, "toad": 1, "frog": 0}  # frog keeps its template
-    assert first == again and first != other
-    assert len(first["newt"][0].split()) == 2 and first["newt"][1].isalpha() and " " not in first["newt"][1]
+    assert match_key("252.car-side-101") == "car side"
+    assert match_key("001.Black_footed_Albatross") == match_key("Black-footed Albatross") == "black footed albatross"
 
 
 # --- diagnostics and views, by hand ---------------------------------------------------------------------------
@@ -185,7 +179,7 @@ def test_evaluate_cli_writes_every_output(capsys, clip_dir, siglip_dir, image_fo
     assert "broken.jpg: not a recognised image format" in stderr
     metrics = json.loads((out / "metrics.json").read_text())
     assert list(metrics) == [str(clip_dir), str(siglip_dir)]
-    assert list(metrics[str(clip_dir)]) == ["descriptors", "baseline", "waffle"]
+    assert list(metrics[str(clip_dir)]) == ["descriptors", "baseline", "waffle", "waffle_reps"]
     for key in ("acc1", "acc5", "mean_per_class_recall", "mean_confidence", "ece", "per_class", "confusion_matrix"):
         assert key in metrics[str(clip_dir)]["descriptors"]
     assert metrics[str(clip_dir)]["descriptors"]["n_samples"] == 12
@@ -194,6 +188,8 @@ def test_evaluate_cli_writes_every_output(capsys, clip_dir, siglip_dir, image_fo
     assert list(rows[0]) == ["path", "label", "model", "method", "pred", "confidence", "top5"]
     assert len(rows) == 2 * 3 * 12
     assert all(len(r["top5"].split("|")) == 3 for r in rows)  # three classes: top-5 holds them all
+    assert metrics[str(clip_dir)]["descriptors"]["acc5"] is None  # fewer than five classes
+    assert "acc5 n/a" in stdout
     view_names = json.loads((out / "views.json").read_text())
     assert f"{clip_dir} right, {siglip_dir} wrong" in view_names and "every model wrong" in view_names
     assert (out / "report.html").stat().st_size > 1_000_000  # plotly.js is inlined: the file stands alone
@@ -204,11 +200,13 @@ def test_cached_rerun_encodes_no_image(clip_dir, image_folder, tmp_path):
     store = EmbeddingStore(tmp_path / "cache.sqlite3")
     dataset = load_dataset(image_folder)
     first = Explainer(load_model(str(clip_dir), "cpu"), store=store)
-    run_evaluation(dataset, DESCRIPTORS, {"m": first}, "a photo of a {}.", store, workers=0)
+    run_evaluation(dataset, DESCRIPTORS, {"m": first}, PromptRecipe(), store, workers=0)
     assert first.images_encoded == 12
     again = Explainer(load_model(str(clip_dir), "cpu"), store=store)
-    edited = {**DESCRIPTORS, "tree frog": ["webbed toes", "protruding eyes"]}
-    run = run_evaluation(dataset, edited, {"m": again}, "a photo of a {}.", store, workers=0)
+    # The edit keeps the descriptors' set of characters, which WaffleCLIP's random strings are drawn from,
+    # so the control draws the same prompts again.
+    edited = {**DESCRIPTORS, "tree frog": ["bright green colours", "protruding eyes"]}
+    run = run_evaluation(dataset, edited, {"m": again}, PromptRecipe(), store, workers=0)
     assert again.images_encoded == 0 and again.texts_encoded == 1  # only the edited descriptor's prompt
     assert run.metrics["m"]["descriptors"]["n_samples"] == 12
 
@@ -216,12 +214,13 @@ def test_cached_rerun_encodes_no_image(clip_dir, image_folder, tmp_path):
 def test_evaluation_scores_equal_classify(clip, image_folder):
     dataset = load_dataset(image_folder)
     explainer = Explainer(clip)
-    run = run_evaluation(dataset, DESCRIPTORS, {"m": explainer}, "a photo of a {}.", None, batch_size=5, workers=2)
+    run = run_evaluation(dataset, DESCRIPTORS, {"m": explainer}, PromptRecipe(), None, batch_size=5, workers=2)
     logits = run.evaluations["m"].methods["descriptors"].logits
-    matched, _ = match_classes(dataset.classes, DESCRIPTORS)
-    single = explainer.classify(dataset.paths[0], matched)
+    # Classify by the names the prompts use: the descriptor keys, or a readable name.
+    match = match_classes(dataset.classes, DESCRIPTORS)
+    single = explainer.classify(dataset.paths[0], {match.labels[c]: match.descriptors[c] for c in dataset.classes})
     by_name = {p.name: p.score for p in single.predictions}
-    assert [by_name[c] for c in dataset.classes] == pytest.approx(list(logits[0]), abs=1e-4)
+    assert [by_name[match.labels[c]] for c in dataset.classes] == pytest.approx(list(logits[0]), abs=1e-4)
 
 
 @pytest.mark.skipif(not Path(CHROMIUM).exists() and not os.environ.get("CI"), reason="Chromium is not installed")
@@ -242,3 +241,93 @@ def test_report_opens_in_chromium_without_console_errors(clip_dir, image_folder,
         assert page.locator(".plotly-graph-div").count() == 2
         assert page.locator("figure img").count() > 0
         browser.close()
+
+
+# --- prompts on real dataset layouts, the control, ties -----------------------------------------------------
+
+
+def _folder(root: Path, names: list[str]) -> Path:
+    rng = np.random.default_rng(1)
+    for name in names:
+        (root / name).mkdir(parents=True)
+        for i in range(2):
+            Image.fromarray(rng.integers(0, 255, size=(24, 30, 3), dtype=np.uint8)).save(root / name / f"{i}.jpg")
+    return root
+
+
+@pytest.mark.parametrize(
+    ("folders", "descriptors", "expected_labels"),
+    [
+        (  # Caltech-256: numbered folders, "-101" duplicates, hyphens between words
+            ["015.bonsai-101", "046.computer-keyboard", "232.t-shirt", "257.clutter"],
+            {"bonsai": ["a miniature tree", "a shallow pot"], "computer keyboard": ["rows of keys"], "t-shirt": ["short sleeves"]},
+            {"015.bonsai-101": "bonsai", "046.computer-keyboard": "computer keyboard", "232.t-shirt": "t-shirt", "257.clutter": "clutter"},
+        ),
+        (  # CUB-200: numbered folders with underscores; the DCLIP release's keys have hyphens and spaces
+            ["001.Black_footed_Albatross", "002.Laysan_Albatross", "009.Brewer_Blackbird", "200.Common_Yellowthroat"],
+            {"Black-footed Albatross": ["dark brown plumage"], "Laysan Albatross": ["a white head"], "Brewer Blackbird": ["glossy black"]},
+            {
+                "001.Black_footed_Albatross": "Black-footed Albatross", "002.Laysan_Albatross": "Laysan Albatross",
+                "009.Brewer_Blackbird": "Brewer Blackbird", "200.Common_Yellowthroat": "Common Yellowthroat",
+            },
+        ),
+    ],
+)  # fmt: skip
+def test_prompts_use_descriptor_keys_never_folder_names(clip_dir, tmp_path, capsys, folders, descriptors, expected_labels):
+    data = _folder(tmp_path / "data", folders)
+    path = tmp_path / "d.json"
+    path.write_text(json.dumps(descriptors))
+    out = tmp_path / "out"
+    assert main(["evaluate", str(data), "--descriptors", str(path), "--model", str(clip_dir), "--out", str(out), "--workers", "0"]) == 0
+    assert capsys.readouterr().err.count("has no descriptors") == 1  # only the last folder lacks descriptors
+    with open(out / "prompts.csv", newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    assert list(rows[0]) == ["method", "class", "descriptor", "prompt"]
+    assert {r["method"] for r in rows} == {"descriptors", "baseline", "waffle"}
+    assert len([r for r in rows if r["method"] == "waffle"]) == 4 * 30  # 15 pairs, every class
+    for row in rows:
+        label = expected_labels[row["class"]]
+        assert label in row["prompt"]
+        assert row["class"] not in row["prompt"] and "-101" not in row["prompt"]
+        assert not any(char.isdigit() for char in row["prompt"].replace(row["descriptor"], ""))
+    baseline = {r["class"]: r["prompt"] for r in rows if r["method"] == "baseline"}
+    assert baseline == {name: f"a photo of a {label}." for name, label in expected_labels.items()}
+
+
+def test_ambiguous_matches_are_errors_naming_both():
+    with pytest.raises(DescriptorError, match="'tree-frog' and 'tree_frog' both match descriptor key 'tree frog'"):
+        match_classes(["tree-frog", "tree_frog"], {"tree frog": ["toe pads"]})
+    with pytest.raises(DescriptorError, match="'001.newt' and '002.newt' both match the name 'newt'"):
+        match_classes(["001.newt", "002.newt"], {})
+    with pytest.raises(DescriptorError, match="matches more than one descriptor key: 'tree-frog' and 'tree frog'"):
+        match_classes(["001.Tree_Frog"], {"tree-frog": ["a"], "tree frog": ["b"]})
+    # An exact match (case and underscores aside) wins over a loose one.
+    assert match_classes(["tree_frog"], {"tree-frog": ["a"], "tree frog": ["b"]}).labels == {"tree_frog": "tree frog"}
+
+
+def test_ties_go_to_the_lower_class_everywhere():
+    from explain.metrics import top_k
+
+    logits = np.array([[1.0, 3.0, 3.0, 0.0, 3.0], [2.0, 2.0, 2.0, 2.0, 2.0]])
+    assert top_k(logits, 5).tolist() == [[1, 2, 4, 0, 3], [0, 1, 2, 3, 4]]
+    m = classification_metrics(logits, np.array([1, 0]), list("abcde"))
+    assert m["acc1"] == 1.0 and m["confusion_matrix"][1][1] == 1 and m["confusion_matrix"][0][0] == 1
+    m = classification_metrics(logits, np.array([2, 4]), list("abcde"))
+    assert m["acc1"] == 0.0 and m["acc5"] == 1.0
+
+
+def test_waffle_repetitions_mean_and_spread(clip, tmp_path):
+    data = _folder(tmp_path / "data", ["newt", "toad", "frog"])
+    descriptors = {"newt": ["a long tail"], "toad": ["warty skin"], "frog": ["smooth skin"]}
+    run = run_evaluation(load_dataset(data), descriptors, {"m": Explainer(clip)}, PromptRecipe(waffle_pairs=3, waffle_reps=3, seed=4), None, workers=0)
+    metrics = run.metrics["m"]
+    reps = metrics["waffle_reps"]
+    assert [r["seed"] for r in reps] == [4, 5, 6] and metrics["waffle"]["seeds"] == [4, 5, 6]
+    assert metrics["waffle"]["acc1"] == pytest.approx(np.mean([r["acc1"] for r in reps]))
+    assert metrics["waffle"]["std"]["acc1"] == pytest.approx(np.std([r["acc1"] for r in reps]))
+    evaluation = run.evaluations["m"]
+    assert [s.seed for s in evaluation.waffle_reps] == [4, 5, 6]
+    assert all(s.plan.counts == (6, 6, 6) for s in evaluation.waffle_reps)
+    from explain.evaluate import method_runs
+
+    assert [name for name, _ in method_runs(evaluation)] == ["descriptors", "baseline", "waffle-seed4", "waffle-seed5", "waffle-seed6"]

@@ -2,7 +2,7 @@
 
 import pytest
 
-from descriptors import DEFAULT_TEMPLATE, build_prompts, class_label, prompt_for, template_prompt
+from descriptors import DEFAULT_TEMPLATE, PromptStyle, build_prompts, class_label, prompt_for, template_prompt
 from descriptors.prompts import check_template
 
 
@@ -65,3 +65,76 @@ def test_bad_templates_are_rejected(template):
 
 def test_default_template_is_valid():
     assert check_template(DEFAULT_TEMPLATE) == DEFAULT_TEMPLATE
+
+
+# --- the DCLIP release's exact strings ------------------------------------------------------------------------
+
+RELEASE = PromptStyle("dclip-release")
+IMAGENET = PromptStyle("dclip-release", suffix=".")
+
+
+@pytest.mark.parametrize(
+    ("descriptor", "prompt"),
+    [
+        # The release tests str.startswith on the raw text: prefixes, not words, and case-sensitive.
+        ("alternating bands", "tree frog, which is alternating bands"),
+        ("antennae", "tree frog, which is antennae"),
+        ("mayonnaise", "tree frog, which mayonnaise"),
+        ("hasty movements", "tree frog, which hasty movements"),
+        ("canopy-dwelling habits", "tree frog, which canopy-dwelling habits"),
+        ("used for climbing", "tree frog, which is used for climbing"),
+        ("usually green", "tree frog, which has usually green"),
+        ("A long, flowing tail", "tree frog, which has A long, flowing tail"),
+        ("Has sticky toe pads", "tree frog, which has Has sticky toe pads"),
+        ("often found on leaves", "tree frog, which often found on leaves"),
+        ("protruding eyes", "tree frog, which has protruding eyes"),
+        # Written as given: no whitespace tidying.
+        ("  extra   spaces ", "tree frog, which has   extra   spaces "),
+    ],
+)
+def test_release_style_reproduces_the_release(descriptor, prompt):
+    assert RELEASE.prompt("tree frog", descriptor) == prompt
+    assert IMAGENET.prompt("tree frog", descriptor) == prompt + "."
+
+
+def test_release_style_names_and_empty_lists():
+    plan = build_prompts({"Great_White_Shark": ["a pointed snout"], "eft": [], "newt": ["", "  "]}, "{}.", RELEASE)
+    # Underscores read as spaces, nothing else changed; an empty list is one empty descriptor, as the release does.
+    assert plan.prompts == (
+        "Great White Shark, which is a pointed snout",
+        "eft, which has ",
+        "newt, which has ",
+        "newt, which has   ",
+    )
+    assert plan.fallback == frozenset() and plan.counts == (1, 1, 2)
+    assert template_prompt("Great_White_Shark", "{}.", RELEASE) == "Great White Shark."
+    # WaffleCLIP's frame is the same builder with its prefix and suffix.
+    waffle = PromptStyle("dclip-release", prefix="A photo of a ", suffix=".")
+    assert waffle.prompt("tree frog", "protruding eyes") == "A photo of a tree frog, which has protruding eyes."
+
+
+def test_descry_style_takes_a_prefix_and_suffix_too():
+    style = PromptStyle("descry", prefix="A photo of a ", suffix=".")
+    assert style.prompt("tree_frog", "  protruding  eyes") == "A photo of a tree frog, which has protruding eyes."
+    with pytest.raises(ValueError, match="not one of descry, dclip-release"):
+        PromptStyle("clip")
+
+
+def test_prompts_command_prints_what_the_encoder_reads(tmp_path, capsys):
+    from descriptors.cli import main
+
+    path = tmp_path / "d.json"
+    path.write_text('{"tree frog": ["alternating bands", "tab\\there"], "tailed_frog": ["mayonnaise"]}', encoding="utf-8")
+    assert main(["prompts", str(path), "--style", "dclip-release", "--suffix", "."]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "tree frog\talternating bands\ttree frog, which is alternating bands.",
+        "tree frog\ttab\\there\ttree frog, which has tab\\there.",
+        "tailed_frog\tmayonnaise\ttailed frog, which mayonnaise.",
+    ]
+    assert main(["prompts", str(path), "--classes", "tailed frog,newt"]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "tailed frog\tmayonnaise\ttailed frog, which has mayonnaise",  # named as requested
+        "newt\ta photo of a newt.\ta photo of a newt.",
+    ]
+    assert main(["prompts", str(path), "--template", "no slot"]) == 2
+    assert "exactly one" in capsys.readouterr().err
