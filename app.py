@@ -17,6 +17,7 @@ import html
 import json
 import os
 import re
+import shutil
 import tempfile
 import threading
 import time
@@ -28,7 +29,7 @@ from gradio import FileData
 
 from descriptors import DescriptorError, check_descriptors, load_descriptors, normalise_name, parse_class_list, select_classes
 from descriptors.generate import DEFAULT_LLM, GenerationCache, generate, make_llm
-from descriptors.store import default_cache_dir, merge_descriptors, parse_descriptors
+from descriptors.store import default_cache_dir, merge_descriptors, parse_descriptors, parse_json
 from descriptors.validate import EMPTY
 from explain import EmbeddingStore, Explainer, ExplainError, ModelLoadError, load_model, open_image
 from explain.charts import contrast_figure, descriptor_figure, ranking_figure
@@ -93,12 +94,14 @@ class Models:
 
 
 def _open_store() -> EmbeddingStore | None:
-    """The on-disk embedding cache shared with the CLI, or None where the cache folder is not writable."""
-    try:
-        return EmbeddingStore(default_cache_dir() / "embeddings.sqlite3")
-    except Exception as error:  # a read-only disk must not stop the app
-        print(f"warning: no embedding cache on disk ({first_line(error)}); caching in memory only", flush=True)
-        return None
+    """The on-disk embedding cache shared with the CLI. If its file is or becomes unusable, the store
+    prints one warning to the log and turns itself off; requests carry on with the memory caches."""
+
+    def warn(message: str) -> None:
+        print(f"warning: {message}; caching in memory only", flush=True)
+
+    store = EmbeddingStore(default_cache_dir() / "embeddings.sqlite3", warn)
+    return store if store.usable else None
 
 
 # --- handlers: plain functions of plain values ------------------------------------------------------------
@@ -229,13 +232,11 @@ def upload_descriptors(file, descriptors: dict, classes_text: str):
         return descriptors, classes_text, "No file was uploaded."
     try:
         text = Path(path).read_text(encoding="utf-8")
-        uploaded = parse_descriptors(json.loads(text), "the uploaded file")
+        uploaded = parse_descriptors(parse_json(text, "the uploaded file"), "the uploaded file")
         if not uploaded:
             raise DescriptorError("the uploaded file has no classes")
         if len(uploaded) > MAX_CLASSES:
             raise DescriptorError(f"the uploaded file has {len(uploaded)} classes; the app takes {MAX_CLASSES}")
-    except json.JSONDecodeError as error:
-        return descriptors, classes_text, f"**Could not load the file:** it is not valid JSON ({md(error.msg)} at line {error.lineno})."
     except UnicodeDecodeError:
         return descriptors, classes_text, "**Could not load the file:** it is not UTF-8 text."
     except (DescriptorError, OSError) as error:
@@ -246,11 +247,15 @@ def upload_descriptors(file, descriptors: dict, classes_text: str):
 DOWNLOADS = Path(tempfile.gettempdir()) / "descry-downloads"
 
 
+MAX_DOWNLOADS = 200  # descriptor files kept for the download button; the oldest go first
+
+
 def download_file(descriptors: dict) -> str:
     """The session's descriptor set as a JSON file for the download button.
 
     This runs after every edit, so files are named by content: an unchanged
-    set reuses its file instead of leaving a new folder behind each time.
+    set reuses its file instead of leaving a new folder behind each time,
+    and only the newest `MAX_DOWNLOADS` are kept.
     """
     text = json.dumps(descriptors, ensure_ascii=False, indent=2) + "\n"
     folder = DOWNLOADS / hashlib.blake2b(text.encode("utf-8"), digest_size=12).hexdigest()
@@ -258,15 +263,17 @@ def download_file(descriptors: dict) -> str:
     if not path.exists():
         folder.mkdir(parents=True, exist_ok=True)
         path.write_text(text, encoding="utf-8")
+        folders = sorted((p for p in DOWNLOADS.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime)
+        for old in folders[: max(0, len(folders) - MAX_DOWNLOADS)]:
+            if old != folder:
+                shutil.rmtree(old, ignore_errors=True)
     return str(path)
 
 
 def api_classify(models: Models, image, classes: str, descriptors: str = "", model: str = "") -> dict:
     """API: classify an image; `descriptors` is a JSON object (empty: the shipped demo set)."""
     try:
-        data = parse_descriptors(json.loads(descriptors), "descriptors") if descriptors.strip() else load_descriptors(SHIPPED)
-    except json.JSONDecodeError as error:
-        raise gr.Error(f"descriptors are not valid JSON ({error.msg} at line {error.lineno})") from None
+        data = parse_descriptors(parse_json(descriptors, "descriptors"), "descriptors") if descriptors.strip() else load_descriptors(SHIPPED)
     except DescriptorError as error:
         raise gr.Error(str(error)) from None
     path = image_path(image)
@@ -300,6 +307,33 @@ MAX_UNZIPPED_BYTES = 4 * MAX_ZIP_BYTES  # what it may expand to
 MAX_ZIP_FILES = 20_000
 
 
+WORK = Path(os.environ.get("DESCRY_WORK_DIR") or Path(tempfile.gettempdir()) / "descry-work")
+MAX_WORK_BYTES = int(float(os.environ.get("DESCRY_WORK_MB", 2048)) * 2**20)  # unpacked datasets and reports, together
+KEEP_WORK_FOLDERS = 2  # the newest are kept even over the cap: their run may still be writing
+
+
+def work_folder(kind: str) -> Path:
+    """A new folder for one evaluation's files, after pruning the oldest so the total stays bounded."""
+    prune_work()
+    WORK.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f"{kind}-", dir=WORK))
+
+
+def prune_work(max_bytes: int | None = None, keep: int = KEEP_WORK_FOLDERS) -> None:
+    """Delete the oldest work folders until the rest fit in `max_bytes`, never the `keep` newest."""
+    if not WORK.is_dir():
+        return
+    limit = MAX_WORK_BYTES if max_bytes is None else max_bytes
+    folders = sorted((p for p in WORK.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime, reverse=True)
+    sizes = {p: sum(f.stat().st_size for f in p.rglob("*") if f.is_file() and not f.is_symlink()) for p in folders}
+    total = sum(sizes.values())
+    for folder in reversed(folders[keep:]):  # oldest first
+        if total <= limit:
+            break
+        shutil.rmtree(folder, ignore_errors=True)
+        total -= sizes[folder]
+
+
 def extract_zip(path: str, target: Path) -> Path:
     """Unpack an uploaded zip safely: bounded size and count, no path may leave `target`, no links."""
     if Path(path).stat().st_size > MAX_ZIP_BYTES:
@@ -321,7 +355,12 @@ def extract_zip(path: str, target: Path) -> Path:
                 raise DescriptorError(f"the zip entry {member.filename!r} points outside the upload folder")
             if (member.external_attr >> 16) & 0o170000 == 0o120000:
                 raise DescriptorError(f"the zip entry {member.filename!r} is a symbolic link")
-        archive.extractall(root)
+        try:
+            archive.extractall(root)
+        except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, EOFError, OSError, RuntimeError) as error:
+            # A directory that lies about sizes or checksums, an unsupported method, a password.
+            shutil.rmtree(root, ignore_errors=True)
+            raise DescriptorError(f"the zip is damaged or unsupported ({first_line(error)})") from None
     # A zip of one top folder holding the class folders is common: step into it.
     entries = [p for p in root.iterdir() if not p.name.startswith((".", "__MACOSX"))]
     if len(entries) == 1 and entries[0].is_dir() and any(child.is_dir() for child in entries[0].iterdir()):
@@ -360,14 +399,21 @@ def evaluate_upload(models: Models, model_names: list[str], zip_file, folder_nam
     nothing = ([], None, {}, gr.update(choices=[], value=None))
     try:
         if zip_file is not None:
-            folder = extract_zip(image_path(zip_file), Path(tempfile.mkdtemp(prefix="descry-data-")))
+            work = work_folder("data")
+            try:
+                folder = extract_zip(image_path(zip_file), work)
+            except DescriptorError:
+                shutil.rmtree(work, ignore_errors=True)  # a refused upload leaves nothing behind
+                raise
         elif folder_name:
             folder = data_folder(folder_name)
         else:
             return *nothing, "Upload a zip of an ImageFolder tree, or pick a server folder."
         names = [name for name in (model_names or models.names[:1]) if name in models.names]
         explainers = {name: models.get(name) for name in names}
-        dataset = load_dataset(folder, int(limit) if limit else None)
+        # Nothing outside the data root (or the upload's own folder) is read, symbolic links included.
+        root = Path(os.environ["DESCRY_DATA_ROOT"]) if zip_file is None else folder
+        dataset = load_dataset(folder, int(limit) if limit else None, root=root)
 
         def step(label: str, total: int):
             done = [0]
@@ -380,7 +426,7 @@ def evaluate_upload(models: Models, model_names: list[str], zip_file, folder_nam
             return advance
 
         run = run_evaluation(dataset, descriptors, explainers, PromptRecipe(), models.store, workers=2, progress=step)
-        report = write_report(run, Path(tempfile.mkdtemp(prefix="descry-report-")))["report.html"]
+        report = write_report(run, work_folder("report"))["report.html"]
     except (DescriptorError, ExplainError) as error:
         return *nothing, f"**Could not evaluate:** {md(str(error))}"
     rows = [
@@ -451,7 +497,8 @@ CSS = """
 def build_app(models: Models, load_error: str | None = None) -> gr.Blocks:
     shipped = load_descriptors(SHIPPED)
     first_classes = parse_class_list(DEFAULT_CLASSES)
-    with gr.Blocks(title="Descry: explainable classification by description") as app:
+    # Gradio keeps every upload and every output file in its cache: sweep files older than a day, hourly.
+    with gr.Blocks(title="Descry: explainable classification by description", delete_cache=(3600, 86400)) as app:
         gr.Markdown(
             "# Descry\nZero-shot image classification *by description*: CLIP scores each class's visual "
             "features against the image, and the charts show which features drove the prediction. "
@@ -568,6 +615,19 @@ def build_app(models: Models, load_error: str | None = None) -> gr.Blocks:
     return app
 
 
+MAX_UPLOAD_BYTES = max(MAX_ZIP_BYTES, 20 * 2**20)  # per file: a dataset zip is the largest thing a visitor sends
+
+
+def launch_options(port: int, share: bool = False) -> dict:
+    """What `launch` needs: limits on uploads, and the data root among the paths files may be served from."""
+    root = os.environ.get("DESCRY_DATA_ROOT")
+    return {
+        "server_port": port, "share": share, "css": CSS, "theme": gr.themes.Soft(),
+        "max_file_size": MAX_UPLOAD_BYTES,
+        "allowed_paths": [str(Path(root).resolve())] if root else [],
+    }  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Descry web app")
     parser.add_argument("--model", action="append", metavar="HUB_ID_OR_DIR", help="repeat to offer a model picker (default: $EXPLAIN_MODEL)")
@@ -585,7 +645,7 @@ def main(argv: list[str] | None = None) -> None:
     if load_error:
         print(f"warning: {load_error}; the app starts anyway and says how to fix it", flush=True)
     app = build_app(models, load_error)
-    app.launch(server_port=args.port, share=args.share, css=CSS, theme=gr.themes.Soft(), prevent_thread_lock=True)
+    app.launch(**launch_options(args.port, args.share), prevent_thread_lock=True)
     if args.share and not app.share_url:
         # Gradio explains why above; the app itself carries on locally.
         print(f"warning: no public link could be made from this network; the app keeps running at {app.local_url}", flush=True)

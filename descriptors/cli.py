@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,6 +24,7 @@ from descriptors.store import (
     merge_descriptors,
     missing_classes,
     parse_class_list,
+    read_json_file,
     save_descriptors,
     select_classes,
 )
@@ -78,15 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def validate_command(args: argparse.Namespace) -> int:
     """Exit 0 when clean, 1 when there are problems, 2 when the file cannot be read at all."""
-    try:
-        text = args.file.read_text(encoding="utf-8")
-        data = json.loads(text)
-    except FileNotFoundError:
-        raise DescriptorError(f"{args.file}: no such file") from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise DescriptorError(f"{args.file}: cannot read ({error.__class__.__name__})") from None
-    except json.JSONDecodeError as error:
-        raise DescriptorError(f"{args.file}: not valid JSON ({error.msg} at line {error.lineno}, column {error.colno})") from None
+    data = read_json_file(args.file, "file")
     problems = check_structure(data)
     if not problems:
         problems = check_descriptors(data)
@@ -127,6 +121,9 @@ def _one_line(text: str) -> str:
     return text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
 
 
+STOP_SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP")
+
+
 def generate_command(args: argparse.Namespace) -> int:
     classes = _requested_classes(args)
     existing = load_descriptors(args.out) if args.out.exists() else {}
@@ -138,33 +135,53 @@ def generate_command(args: argparse.Namespace) -> int:
     if not api_key and not args.base_url:
         raise DescriptorError(NO_LLM)
     llm = make_llm(args.model, args.base_url, api_key, timeout=args.timeout, max_retries=args.retries)
-    cache = None if args.no_cache else GenerationCache(default_cache_dir() / "generations.sqlite3")
+    cache = None if args.no_cache else GenerationCache(default_cache_dir() / "generations.sqlite3", _warn)
 
-    done, partial = 0, None
+    done = 0
 
     def progress(class_name: str, result) -> None:
-        nonlocal done, partial
-        done, partial = done + 1, result
+        nonlocal done
+        done += 1
         if class_name in result.failures:
             outcome = "failed"
         else:
             outcome = f"{len(result.descriptors[class_name])} descriptors" + (" (cached)" if class_name in result.cached else "")
         _say(f"[{done}/{len(todo)}] {class_name}: {outcome}")
 
-    result = None
+    # Ctrl-C, kill and a closed terminal all stop the run the same way: nothing new is sent,
+    # every answer received is saved, and the process exits within a second even if a request hangs.
+    received: list[str] = []
+
+    def stop(number, _frame) -> None:
+        received.append(signal.Signals(number).name)
+        llm.stop.set()
+
+    previous = {}
+    for name in STOP_SIGNALS:
+        if hasattr(signal, name):
+            previous[name] = signal.signal(getattr(signal, name), stop)
     try:
         result = generate(todo, llm, cache, args.concurrency, progress)
     finally:
-        # Save what succeeded, even after Ctrl-C; re-read the file so edits made meanwhile survive.
-        finished = result or partial
-        if finished is not None and finished.descriptors:
-            latest = load_descriptors(args.out) if args.out.exists() else {}
-            merged, written = merge_descriptors(latest, finished.descriptors, replace=args.force)
-            save_descriptors(args.out, merged)
-            _say(f"wrote {len(written)} classes to {args.out}")
+        for name, handler in previous.items():
+            signal.signal(getattr(signal, name), handler)
+    if result.descriptors:
+        # Re-read the file so that edits made meanwhile survive.
+        latest = load_descriptors(args.out) if args.out.exists() else {}
+        merged, written = merge_descriptors(latest, result.descriptors, replace=args.force)
+        save_descriptors(args.out, merged)
+        _say(f"wrote {len(written)} classes to {args.out}")
     for class_name, reason in result.failures.items():
         _say(f"error: could not generate {class_name!r}: {reason}")
+    if received:
+        shown = ", ".join(result.unfinished[:10]) + (" ..." if len(result.unfinished) > 10 else "")
+        _say(f"stopped by {received[0]}: {len(result.unfinished)} classes not generated" + (f" ({shown})" if shown else ""))
+        return 128 + getattr(signal, received[0])
     return 1 if result.failures else 0
+
+
+def _warn(message: str) -> None:
+    _say(f"warning: {message}")
 
 
 def _requested_classes(args: argparse.Namespace) -> list[str]:

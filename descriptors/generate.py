@@ -12,20 +12,23 @@ from __future__ import annotations
 import email.utils
 import json
 import re
-import sqlite3
+import queue
 import threading
 import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from descriptors.prompts import normalise_name
+from descriptors.sqlite_cache import CacheDB
 
 # Bump when the prompt or the parser changes, so cached answers from the old one are not reused.
 PROMPT_VERSION = "2shot-v1"
 DEFAULT_LLM = "gpt-4o-mini"
 MAX_WAIT_SECONDS = 120.0
+MAX_DESCRIPTORS = 40  # per class; an answer that goes on is cut here
+MAX_DESCRIPTOR_CHARS = 200  # a longer item is a paragraph, not a visual feature, and is dropped
+MAX_ANSWER_CHARS = 64_000  # only the start of a runaway answer is read
 
 _EXAMPLES = """\
 Q: What are useful visual features for distinguishing a hummingbird in a photo?
@@ -72,7 +75,7 @@ def parse_answer(text: str, class_name: str) -> list[str]:
     stops where the model starts a new "Q:".
     """
     lines = []
-    for line in text.replace("\r\n", "\n").split("\n"):
+    for line in text[:MAX_ANSWER_CHARS].replace("\r\n", "\n").split("\n"):
         if re.match(r"^\s*Q:", line):
             break
         if line.strip() and not line.strip().startswith("```"):
@@ -110,10 +113,12 @@ def _clean(items: Iterable[str], class_name: str) -> list[str]:
         if item[:1].isupper() and item[1:2].islower():
             item = item[0].lower() + item[1:]  # "Protruding eyes" -> "protruding eyes"; "M-shaped" stays
         key = normalise_name(item)
-        if not key or key in seen or key in own_names:
+        if not key or key in seen or key in own_names or len(item) > MAX_DESCRIPTOR_CHARS:
             continue
         seen.add(key)
         kept.append(item)
+        if len(kept) == MAX_DESCRIPTORS:
+            break
     return kept
 
 
@@ -131,6 +136,8 @@ class LLM:
     backoff: float = 1.0  # seconds before the first retry; doubles each time
     sleep: Callable[[float], None] = time.sleep
     secret: str = field(default="", repr=False)  # redacted from every message
+    stop: threading.Event = field(default_factory=threading.Event, repr=False)  # set: send nothing more
+    max_wait: float = MAX_WAIT_SECONDS  # the longest pause before a retry, Retry-After included
 
     def ask(self, class_name: str) -> str:
         """The raw answer text for one class, retrying 429s, 5xx and timeouts with backoff."""
@@ -138,6 +145,8 @@ class LLM:
 
         attempt = 0
         while True:
+            if self.stop.is_set():
+                raise LLMError("stopped before the request was sent")
             try:
                 response = self.client.chat.completions.create(
                     model=self.model,
@@ -156,7 +165,11 @@ class LLM:
                 reason, wait = f"cannot connect ({_message(error)})", None
             if attempt == self.max_retries:
                 raise LLMError(self.redact(f"{reason} after {attempt + 1} attempt{'s' if attempt else ''}"))
-            self.sleep(min(wait if wait is not None else self.backoff * 2**attempt, MAX_WAIT_SECONDS))
+            pause = min(wait if wait is not None else self.backoff * 2**attempt, self.max_wait)
+            if self.sleep is time.sleep:
+                self.stop.wait(pause)  # a stop request ends the pause at once
+            else:
+                self.sleep(pause)
             attempt += 1
 
     def redact(self, text: str) -> str:
@@ -168,45 +181,55 @@ def make_llm(model: str, base_url: str | None, api_key: str | None, timeout: flo
     import openai
 
     client = openai.OpenAI(api_key=api_key or "not-needed", base_url=base_url or None, timeout=timeout, max_retries=0)
+    options.setdefault("max_wait", min(MAX_WAIT_SECONDS, timeout))  # a Retry-After never outlasts --timeout
     return LLM(client, model, secret=api_key or "", **options)
 
 
 class GenerationCache:
-    """Parsed answers in SQLite, keyed by (LLM model, prompt version, class name)."""
+    """Parsed answers in SQLite, keyed by (LLM model, prompt version, class name).
 
-    def __init__(self, path: str | Path):
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()
-        self._db = sqlite3.connect(path, check_same_thread=False, timeout=30)
-        with self._db:
-            self._db.execute(
-                "CREATE TABLE IF NOT EXISTS generations (model TEXT, prompt_version TEXT, class_name TEXT,"
-                " descriptors TEXT, PRIMARY KEY (model, prompt_version, class_name))"
-            )
+    A damaged or read-only file warns once (through `warn`) and then acts as an empty cache.
+    """
+
+    def __init__(self, path: str | Path, warn: Callable[[str], None] | None = None):
+        self._db = CacheDB(
+            path,
+            "CREATE TABLE IF NOT EXISTS generations (model TEXT, prompt_version TEXT, class_name TEXT,"
+            " descriptors TEXT, PRIMARY KEY (model, prompt_version, class_name))",
+            warn,
+        )
 
     def get(self, model: str, class_name: str) -> list[str] | None:
-        with self._lock:
-            row = self._db.execute(
+        def read(db) -> list[str] | None:
+            row = db.execute(
                 "SELECT descriptors FROM generations WHERE model = ? AND prompt_version = ? AND class_name = ?",
                 (model, PROMPT_VERSION, class_name),
             ).fetchone()
-        return json.loads(row[0]) if row else None
+            value = json.loads(row[0]) if row else None
+            return value if isinstance(value, list) and all(isinstance(v, str) for v in value) else None
+
+        return self._db.run(read, None)
 
     def put(self, model: str, class_name: str, descriptors: list[str]) -> None:
-        with self._lock, self._db:
-            self._db.execute(
-                "INSERT OR REPLACE INTO generations VALUES (?, ?, ?, ?)",
-                (model, PROMPT_VERSION, class_name, json.dumps(descriptors, ensure_ascii=False)),
-            )
+        def write(db) -> None:
+            with db:
+                db.execute(
+                    "INSERT OR REPLACE INTO generations VALUES (?, ?, ?, ?)",
+                    (model, PROMPT_VERSION, class_name, json.dumps(descriptors, ensure_ascii=False)),
+                )
+
+        self._db.run(write, None)
 
 
 @dataclass
 class Generation:
-    """What a run produced: descriptors by class, failures by class, and which answers came from the cache."""
+    """What a run produced: descriptors by class, failures by class, which answers came from the cache,
+    and the classes not asked for because the run was stopped."""
 
     descriptors: dict[str, list[str]] = field(default_factory=dict)
     failures: dict[str, str] = field(default_factory=dict)
     cached: set[str] = field(default_factory=set)
+    unfinished: list[str] = field(default_factory=list)
 
 
 def generate(
@@ -216,7 +239,14 @@ def generate(
     concurrency: int = 4,
     on_done: Callable[[str, Generation], None] | None = None,
 ) -> Generation:
-    """Descriptors for each class, asking up to `concurrency` at once; one failure never stops the rest."""
+    """Descriptors for each class, asking up to `concurrency` at once; one failure never stops the rest.
+
+    Setting `llm.stop` (a signal handler does) ends the run within a fraction
+    of a second: no new request is sent, every answer already received is
+    kept, and requests still in flight are abandoned (their threads are
+    daemons, so a hung request cannot hold the process). The classes never
+    answered are listed in `unfinished`.
+    """
     result = Generation()
     todo = []
     for class_name in classes:
@@ -229,26 +259,54 @@ def generate(
         else:
             todo.append(class_name)
 
-    def one(class_name: str) -> list[str]:
-        descriptors = parse_answer(llm.ask(class_name), class_name)
-        if not descriptors:
-            raise LLMError("the answer held no usable descriptors")
-        return descriptors
+    jobs: queue.Queue[str] = queue.Queue()
+    for class_name in todo:
+        jobs.put(class_name)
+    answers: queue.Queue[tuple[str, list[str] | None, str | None]] = queue.Queue()
 
-    with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
-        futures = {pool.submit(one, class_name): class_name for class_name in todo}
-        for future in as_completed(futures):
-            class_name = futures[future]
+    def work() -> None:
+        while not llm.stop.is_set():
             try:
-                result.descriptors[class_name] = future.result()
-                if cache:
-                    cache.put(llm.model, class_name, result.descriptors[class_name])
+                class_name = jobs.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                descriptors = parse_answer(llm.ask(class_name), class_name)
+                answers.put((class_name, descriptors, None if descriptors else "the answer held no usable descriptors"))
             except LLMError as error:
-                result.failures[class_name] = str(error)
+                answers.put((class_name, None, str(error)))
             except Exception as error:  # a bug or an odd reply must not lose the other classes
-                result.failures[class_name] = llm.redact(f"{error.__class__.__name__}: {error}".splitlines()[0])
-            if on_done:
-                on_done(class_name, result)
+                answers.put((class_name, None, llm.redact(f"{error.__class__.__name__}: {error}".splitlines()[0])))
+
+    for _ in range(min(max(1, concurrency), len(todo))):
+        threading.Thread(target=work, daemon=True, name="descry-llm").start()
+    pending = set(todo)
+
+    def record(class_name: str, descriptors: list[str] | None, failure: str | None) -> None:
+        if failure is not None and llm.stop.is_set() and failure.startswith("stopped"):
+            return  # never asked: it stays unfinished
+        pending.discard(class_name)
+        if failure is None:
+            result.descriptors[class_name] = descriptors
+            if cache:
+                cache.put(llm.model, class_name, descriptors)
+        else:
+            result.failures[class_name] = failure
+        if on_done:
+            on_done(class_name, result)
+
+    while pending:
+        try:
+            record(*answers.get(timeout=0.05))
+        except queue.Empty:
+            if llm.stop.is_set():
+                break
+    while True:  # answers that arrived as the stop came are kept too
+        try:
+            record(*answers.get_nowait())
+        except queue.Empty:
+            break
+    result.unfinished = [c for c in todo if c in pending]
     # Keep the caller's class order.
     result.descriptors = {c: result.descriptors[c] for c in classes if c in result.descriptors}
     return result

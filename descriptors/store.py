@@ -42,20 +42,31 @@ def parse_descriptors(data: object, source: str = "descriptors") -> Descriptors:
     return {class_name: list(values) for class_name, values in data.items()}
 
 
-def load_descriptors(path: str | Path) -> Descriptors:
-    """Read a descriptor file, raising DescriptorError with the file and the reason."""
-    path = Path(path)
+def parse_json(text: str, source: str) -> object:
+    """Decode JSON text, or raise DescriptorError naming `source`; a leading UTF-8 byte-order mark is fine."""
+    try:
+        return json.loads(text.removeprefix("\ufeff"))
+    except json.JSONDecodeError as error:
+        raise DescriptorError(f"{source}: not valid JSON ({error.msg} at line {error.lineno}, column {error.colno})") from None
+    except RecursionError:
+        raise DescriptorError(f"{source}: JSON nested too deeply to be a descriptor file") from None
+
+
+def read_json_file(path: Path, what: str = "descriptor file") -> object:
+    """Read and decode a JSON file, with one-line errors for a missing, unreadable or malformed file."""
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise DescriptorError(f"{path}: no such descriptor file") from None
+        raise DescriptorError(f"{path}: no such {what}") from None
     except (OSError, UnicodeDecodeError) as error:
-        raise DescriptorError(f"{path}: cannot read descriptor file ({error.__class__.__name__})") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise DescriptorError(f"{path}: not valid JSON ({error.msg} at line {error.lineno}, column {error.colno})") from None
-    return parse_descriptors(data, str(path))
+        raise DescriptorError(f"{path}: cannot read {what} ({error.__class__.__name__})") from None
+    return parse_json(text, str(path))
+
+
+def load_descriptors(path: str | Path) -> Descriptors:
+    """Read a descriptor file, raising DescriptorError with the file and the reason."""
+    path = Path(path)
+    return parse_descriptors(read_json_file(path), str(path))
 
 
 def parse_class_list(text: str) -> list[str]:
@@ -94,6 +105,14 @@ def save_descriptors(path: str | Path, descriptors: Mapping[str, list[str]]) -> 
     text = json.dumps(descriptors, ensure_ascii=False, indent=2) + "\n"
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        # mkstemp makes the file private (0600); keep the mode the file had, or the usual 0644 less the umask.
+        try:
+            mode = path.stat().st_mode & 0o7777
+        except FileNotFoundError:
+            umask = os.umask(0)
+            os.umask(umask)
+            mode = 0o644 & ~umask
+        os.chmod(temporary, mode)
         with os.fdopen(handle, "w", encoding="utf-8") as out:
             out.write(text)
             out.flush()

@@ -9,13 +9,14 @@ image's content hash. Nothing here knows what the vectors mean.
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
+
+from descriptors.sqlite_cache import CacheDB
 
 
 class EmbeddingLRU:
@@ -62,48 +63,57 @@ class EmbeddingStore:
 
     SQLite gives atomic writes and safe sharing between processes for free,
     and one file holds the 5,800 prompts of the ImageNet descriptor set
-    without thousands of small files.
+    without thousands of small files. A damaged, read-only or full cache
+    file gives one warning (through `warn`) and is then left alone: lookups
+    miss and writes are skipped, and classification carries on.
     """
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, warn: Callable[[str], None] | None = None):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()
-        self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=30)
-        with self._db:
-            self._db.execute(
-                "CREATE TABLE IF NOT EXISTS embeddings ("
-                " kind TEXT NOT NULL, model TEXT NOT NULL, key TEXT NOT NULL,"
-                " dim INTEGER NOT NULL, vector BLOB NOT NULL,"
-                " PRIMARY KEY (kind, model, key))"
-            )
+        self._db = CacheDB(
+            self.path,
+            "CREATE TABLE IF NOT EXISTS embeddings ("
+            " kind TEXT NOT NULL, model TEXT NOT NULL, key TEXT NOT NULL,"
+            " dim INTEGER NOT NULL, vector BLOB NOT NULL,"
+            " PRIMARY KEY (kind, model, key))",
+            warn,
+        )
+
+    @property
+    def usable(self) -> bool:
+        return self._db.usable
 
     def get_many(self, kind: str, model: str, keys: Sequence[str]) -> dict[str, np.ndarray]:
-        found: dict[str, np.ndarray] = {}
-        with self._lock:
+        def read(db) -> dict[str, np.ndarray]:
+            found: dict[str, np.ndarray] = {}
             for chunk in _chunks(list(keys), 500):
                 marks = ",".join("?" * len(chunk))
-                rows = self._db.execute(
+                rows = db.execute(
                     f"SELECT key, dim, vector FROM embeddings WHERE kind = ? AND model = ? AND key IN ({marks})",
                     (kind, model, *chunk),
                 )
                 for key, dim, blob in rows:
-                    vector = np.frombuffer(blob, dtype=np.float32)
-                    if vector.size == dim:
+                    vector = np.frombuffer(blob, dtype=np.float32) if isinstance(blob, bytes) else np.zeros(0, np.float32)
+                    if vector.size == dim and dim > 0:
                         found[key] = vector
-        return found
+            return found
+
+        return self._db.run(read, {})
 
     def put_many(self, kind: str, model: str, items: Iterable[tuple[str, np.ndarray]]) -> None:
         rows = [
             (kind, model, key, int(vector.size), np.ascontiguousarray(vector, dtype=np.float32).tobytes())
             for key, vector in items
         ]
-        with self._lock, self._db:
-            self._db.executemany("INSERT OR REPLACE INTO embeddings VALUES (?, ?, ?, ?, ?)", rows)
+
+        def write(db) -> None:
+            with db:
+                db.executemany("INSERT OR REPLACE INTO embeddings VALUES (?, ?, ?, ?, ?)", rows)
+
+        self._db.run(write, None)
 
     def close(self) -> None:
-        with self._lock:
-            self._db.close()
+        self._db.close()
 
 
 def _chunks(items: list, size: int) -> Iterable[list]:

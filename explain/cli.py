@@ -230,11 +230,9 @@ def _store(args: argparse.Namespace) -> EmbeddingStore | None:
     if args.no_cache:
         return None
     directory = args.cache_dir or default_cache_dir()
-    try:
-        return EmbeddingStore(directory / "embeddings.sqlite3")
-    except Exception as error:  # an unwritable cache must not stop classification
-        _error(f"warning: embedding cache at {directory} is unusable ({first_line(error)}); continuing without it")
-        return None
+    # A damaged, read-only or full cache file warns once and is then bypassed, at open or at any later call.
+    store = EmbeddingStore(directory / "embeddings.sqlite3", lambda message: _error(f"warning: {message}"))
+    return store if store.usable else None
 
 
 def _quiet_transformers() -> None:

@@ -54,15 +54,20 @@ class Dataset:
         return Dataset([self.paths[i] for i in keep], [self.labels[i] for i in keep], self.classes)
 
 
-def load_dataset(data: str | Path, limit: int | None = None, seed: int = 0) -> Dataset:
-    """An ImageFolder tree (DATA/<class>/<image>) or a CSV of path,label; `limit` samples at random."""
+def load_dataset(data: str | Path, limit: int | None = None, seed: int = 0, root: str | Path | None = None) -> Dataset:
+    """An ImageFolder tree (DATA/<class>/<image>) or a CSV of path,label; `limit` samples at random.
+
+    With `root`, nothing outside it is read: class folders and files that are
+    (or pass through) symbolic links resolving outside `root` are skipped.
+    """
     data = Path(data)
+    inside = (lambda path: path.resolve().is_relative_to(Path(root).resolve())) if root is not None else (lambda path: True)
     if data.is_dir():
-        folders = sorted(p for p in data.iterdir() if p.is_dir() and not p.name.startswith("."))
+        folders = sorted(p for p in data.iterdir() if p.is_dir() and not p.name.startswith(".") and inside(p))
         paths, labels = [], []
         for folder in folders:
             for path in sorted(folder.rglob("*")):
-                if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file():
+                if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file() and inside(path):
                     paths.append(path)
                     labels.append(folder.name)
         classes = [folder.name for folder in folders]

@@ -2,15 +2,20 @@
 
 `open_image` turns a path, bytes or a PIL image into an upright RGB image, or
 raises `ImageError` with a one-line reason (missing, not an image, truncated,
-too large). `content_key` hashes the decoded pixels, so the same picture gets
-the same cache entry whether it came from a file, an upload or a paste.
-Nothing here touches a model.
+too large, too thin). Memory stays near what the model needs whatever the
+file claims: the size and shape are checked from the header before any
+pixel is decoded, large JPEGs are decoded at reduced scale, and other large
+images are shrunk by an integer factor right after decoding, before any
+copy is made. `content_key` hashes the decoded pixels, so the same picture
+gets the same cache entry whether it came from a file, an upload or a
+paste. Nothing here touches a model.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+import math
 import warnings
 from pathlib import Path
 
@@ -18,7 +23,54 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from explain.errors import ImageError, first_line
 
-MAX_MEGAPIXELS = 100.0
+MAX_MEGAPIXELS = 100.0  # refused at or above this, whatever the format
+MAX_ASPECT = 20.0  # longest side / shortest side; processors that keep the aspect would blow up thin images
+MAX_DECODED_PIXELS = 8_000_000  # larger images are reduced by an integer factor to at most this
+MAX_SHORT_SIDE = 2048  # ... and to a short side below this (CLIP-family inputs are 224-448 px)
+MAX_FULL_DECODE_BYTES = 256 * 2**20  # formats without reduced decoding (PNG, WebP, ...) must fit in this
+
+_BYTES_PER_PIXEL = {"I": 4, "F": 4, "I;16": 2, "I;16B": 2, "I;16L": 2, "I;16N": 2, "RGBA": 4, "RGBX": 4, "CMYK": 4, "RGBa": 4}
+
+
+def reduction_factor(width: int, height: int) -> int:
+    """The integer factor an image is shrunk by when decoded: 1 for ordinary photos."""
+    by_pixels = math.ceil(math.sqrt(width * height / MAX_DECODED_PIXELS))
+    return max(1, min(width, height) // (MAX_SHORT_SIDE // 2) if min(width, height) >= MAX_SHORT_SIDE else 1, by_pixels)
+
+
+def _check_header(image: Image.Image, label: str) -> None:
+    """Refuse from the header alone what would cost too much to decode."""
+    width, height = image.size
+    megapixels = width * height / 1e6
+    if width < 1 or height < 1:
+        raise ImageError(f"{label}: image has no pixels ({width}×{height})")
+    if megapixels >= MAX_MEGAPIXELS:
+        raise ImageError(f"{label}: image is {width}×{height} ({megapixels:.0f} megapixels); the limit is {MAX_MEGAPIXELS:.0f} megapixels")
+    aspect = max(width, height) / min(width, height)
+    if aspect > MAX_ASPECT:
+        raise ImageError(f"{label}: image is {width}×{height}, {aspect:.0f} times longer than wide; the limit is {MAX_ASPECT:.0f}:1")
+    needed = width * height * _BYTES_PER_PIXEL.get(image.mode, len(image.getbands()))
+    if image.format != "JPEG" and needed > MAX_FULL_DECODE_BYTES and reduction_factor(width, height) > 1:
+        raise ImageError(
+            f"{label}: a {width}×{height} {image.format or 'image'} needs {needed / 2**20:.0f} MB to decode; the limit is "
+            f"{MAX_FULL_DECODE_BYTES / 2**20:.0f} MB (JPEGs are decoded at reduced size and accepted up to {MAX_MEGAPIXELS:.0f} megapixels)"
+        )
+
+
+def _decode_small(image: Image.Image) -> Image.Image:
+    """Decode, reduced by `reduction_factor`: JPEGs at reduced scale, others right after decoding."""
+    factor = reduction_factor(*image.size)
+    if factor > 1 and image.format == "JPEG":
+        # The JPEG decoder scales by 1/2, 1/4 or 1/8 while decoding; it never goes below the size asked for.
+        image.draft(image.mode, (math.ceil(image.width / factor), math.ceil(image.height / factor)))
+    image.load()
+    factor = reduction_factor(*image.size)
+    if factor > 1:
+        try:
+            image = image.reduce(factor)
+        except ValueError:  # palette and 1-bit images cannot be averaged: take every factor-th pixel
+            image = image.resize((math.ceil(image.width / factor), math.ceil(image.height / factor)), Image.Resampling.NEAREST)
+    return image
 
 
 
@@ -35,9 +87,8 @@ def open_image(source: str | Path | bytes | Image.Image, name: str | None = None
                 image = Image.open(io.BytesIO(source))
             else:
                 image = Image.open(Path(source))
-            megapixels = image.width * image.height / 1e6
-            if megapixels >= MAX_MEGAPIXELS:
-                raise ImageError(f"{label}: image is {megapixels:.0f} megapixels; the limit is {MAX_MEGAPIXELS:.0f}")
+            _check_header(image, label)
+            image = _decode_small(image)
             image = ImageOps.exif_transpose(image)
             return image.convert("RGB")
     except ImageError:
@@ -50,8 +101,10 @@ def open_image(source: str | Path | bytes | Image.Image, name: str | None = None
         raise ImageError(f"{label}: not a recognised image format") from None
     except Image.DecompressionBombError:
         raise ImageError(f"{label}: image is too large to decode; the limit is {MAX_MEGAPIXELS:.0f} megapixels") from None
-    except (OSError, SyntaxError, ValueError) as error:
+    except (OSError, SyntaxError, ValueError, EOFError) as error:
         raise ImageError(f"{label}: cannot decode image ({first_line(error)})") from None
+    except MemoryError:
+        raise ImageError(f"{label}: not enough memory to decode this image") from None
 
 
 def content_key(image: Image.Image) -> str:

@@ -268,3 +268,52 @@ def test_server_folders_stay_under_the_root(tmp_path, monkeypatch):
 
 def test_evaluate_without_a_source_is_a_message(models):
     assert app.evaluate_upload(models, None, None, None, FROGS, None)[4].startswith("Upload a zip")
+
+
+def test_a_zip_that_lies_about_its_contents_leaves_nothing_behind(models, tmp_path, monkeypatch):
+    monkeypatch.setattr(app, "WORK", tmp_path / "work")
+    archive = make_zip(tmp_path / "data.zip", {"frogs/tree_frog/0.png": png_bytes(1), "frogs/tailed frog/0.png": png_bytes(2)})
+    data = bytearray(archive.read_bytes())
+    spot = data.index(png_bytes(2)[:8]) + 40  # inside the second image's stored bytes: its CRC no longer matches
+    data[spot] ^= 0xFF
+    archive.write_bytes(bytes(data))
+    *_, status = app.evaluate_upload(models, None, {"path": str(archive)}, None, FROGS, None)
+    assert "the zip is damaged or unsupported" in status and "Bad CRC" in status
+    assert list((tmp_path / "work").iterdir()) == []
+
+
+def test_links_inside_a_server_dataset_are_not_followed(tmp_path):
+    from explain.evaluate import load_dataset
+
+    root = tmp_path / "root"
+    (root / "pets" / "cat").mkdir(parents=True)
+    random_image(1).save(root / "pets" / "cat" / "kept.png")
+    (tmp_path / "private").mkdir()
+    random_image(2).save(tmp_path / "private" / "secret.png")
+    (root / "pets" / "cat" / "leak.png").symlink_to(tmp_path / "private" / "secret.png")
+    (root / "pets" / "dog").symlink_to(tmp_path / "private")
+    dataset = load_dataset(root / "pets", root=root)
+    assert [p.name for p in dataset.paths] == ["kept.png"] and dataset.classes == ["cat"]
+    assert len(load_dataset(root / "pets").paths) == 3  # without a root, links are ordinary files
+
+
+def test_work_folders_are_pruned_oldest_first(tmp_path, monkeypatch):
+    import os
+
+    monkeypatch.setattr(app, "WORK", tmp_path / "work")
+    made = []
+    for i in range(5):
+        folder = app.work_folder("data")
+        (folder / "blob").write_bytes(b"x" * 1000)
+        os.utime(folder, (1000 + i, 1000 + i))
+        made.append(folder)
+    app.prune_work(max_bytes=2500, keep=1)
+    assert sorted(p.name for p in (tmp_path / "work").iterdir()) == sorted(p.name for p in made[-2:])
+
+
+def test_launch_limits_uploads_and_serves_the_data_root(tmp_path, monkeypatch):
+    monkeypatch.setenv("DESCRY_DATA_ROOT", str(tmp_path))
+    options = app.launch_options(7860)
+    assert options["max_file_size"] == app.MAX_UPLOAD_BYTES and options["allowed_paths"] == [str(tmp_path.resolve())]
+    monkeypatch.delenv("DESCRY_DATA_ROOT")
+    assert app.launch_options(7860)["allowed_paths"] == []

@@ -127,3 +127,68 @@ def test_store_round_trips_vectors(tmp_path):
     assert found.keys() == vectors.keys()
     np.testing.assert_array_equal(found["p7"], vectors["p7"])
     assert store.get_many("image", "m", ["p7"]) == {}
+
+
+# --- a cache that breaks must never stop classification ----------------------------------------------------
+
+
+def _damage(path):
+    """Random bytes over the file's pages after the first, as `dd ... seek=3 conv=notrunc` would write."""
+    rng = np.random.default_rng(0)
+    data = bytearray(path.read_bytes())
+    data[4096 * 3 :] = rng.integers(0, 256, size=max(len(data) - 4096 * 3, 4096 * 200), dtype=np.uint8).tobytes()
+    path.write_bytes(bytes(data))
+
+
+def _filled_store(path, clip):
+    store = EmbeddingStore(path)
+    explainer = Explainer(clip, store=store)
+    explainer.classify(random_image(1), FROGS)
+    explainer.text_embeddings([f"prompt number {i}" for i in range(300)])  # enough rows for several pages
+    store.close()
+
+
+def test_a_damaged_cache_warns_once_and_carries_on(clip, tmp_path):
+    path = tmp_path / "embeddings.sqlite3"
+    _filled_store(path, clip)
+    _damage(path)
+    warnings = []
+    store = EmbeddingStore(path, warnings.append)
+    explainer = Explainer(clip, store=store)
+    first = explainer.classify(random_image(1), FROGS)
+    second = Explainer(clip, store=store).classify(random_image(2), FROGS)
+    assert first.predictions and second.predictions
+    assert len(warnings) == 1 and "is unusable" in warnings[0] and str(path) in warnings[0]
+    assert not store.usable
+
+
+def test_a_read_only_cache_warns_once_on_the_first_write(clip, tmp_path):
+    import os
+
+    path = tmp_path / "embeddings.sqlite3"
+    _filled_store(path, clip)
+    os.chmod(path, 0o444)
+    os.chmod(tmp_path, 0o555)
+    try:
+        warnings = []
+        store = EmbeddingStore(path, warnings.append)
+        results = [Explainer(clip, store=store).classify(random_image(seed), FROGS) for seed in (1, 7, 8)]
+        assert all(r.predictions for r in results)
+        if os.geteuid() != 0:  # root writes through file modes; the damaged-file test covers it there
+            assert len(warnings) == 1 and "readonly" in warnings[0].replace("-", "")
+    finally:
+        os.chmod(tmp_path, 0o755)
+        os.chmod(path, 0o644)
+
+
+def test_cli_with_a_damaged_cache_prints_one_warning_and_the_answer(capsys, clip, clip_dir, tmp_path, image_files, frog_file):
+    from explain.cli import main
+
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    _filled_store(cache / "embeddings.sqlite3", clip)
+    _damage(cache / "embeddings.sqlite3")
+    code = main(["classify", *map(str, image_files), "--descriptors", str(frog_file), "--model", str(clip_dir), "--cache-dir", str(cache)])
+    out, err = capsys.readouterr()
+    assert code == 0 and out.count("margin") == len(image_files)
+    assert err.count("warning:") == 1 and "is unusable" in err and "Traceback" not in err

@@ -286,3 +286,46 @@ def test_cli_refuses_to_merge_into_a_malformed_file(capsys, env, server, tmp_pat
     code, _, err = run(capsys, "--classes", "newt", "--out", out_file, "--base-url", server.url)
     assert code == 2 and "not valid JSON" in err
     assert out_file.read_text() == "{not json" and server.requests == []
+
+
+# --- signals: nothing received is lost, nothing new is sent, the process ends promptly -----------------------
+
+
+@pytest.mark.parametrize("signal_name", ["SIGINT", "SIGTERM", "SIGHUP"])
+def test_signals_save_every_answer_received_and_stop_at_once(signal_name, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    classes = [f"class{i:02d}" for i in range(40)]
+    with FakeLLM() as fake:
+        for name in classes[12:]:
+            fake.script(name, stall(60))  # these hang far longer than the test waits
+        out_file = tmp_path / "d.json"
+        environment = {**os.environ, "OPENAI_BASE_URL": fake.url, "DESCRY_CACHE_DIR": str(tmp_path / "cache"), "PYTHONUNBUFFERED": "1"}
+        environment.pop("OPENAI_API_KEY", None)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "descriptors", "generate", "--classes", ",".join(classes), "--out", str(out_file),
+             "--concurrency", "4", "--timeout", "120"],
+            cwd=Path(__file__).resolve().parents[1], env=environment, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        lines = []
+        while len([line for line in lines if line.startswith("[")]) < 12:
+            line = process.stderr.readline()
+            assert line, f"the generator ended early: {lines}"
+            lines.append(line)
+        time.sleep(0.3)  # the four hanging requests are in flight now
+        sent_before = len(fake.requests)
+        started = time.monotonic()
+        process.send_signal(getattr(signal, signal_name))
+        _, rest = process.communicate(timeout=20)
+        elapsed = time.monotonic() - started
+        assert elapsed < 5, f"took {elapsed:.1f} s to stop"
+        assert process.returncode == 128 + getattr(signal, signal_name)
+        assert len(fake.requests) == sent_before <= 16  # no request after the signal
+    assert list(json.loads(out_file.read_text())) == classes[:12]
+    assert "wrote 12 classes" in rest and f"stopped by {signal_name}: 28 classes not generated" in rest
+    assert "Traceback" not in rest

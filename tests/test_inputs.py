@@ -63,9 +63,81 @@ def test_unreadable_images(tmp_path, make, message):
 def test_images_of_100_megapixels_are_refused(tmp_path):
     path = tmp_path / "huge.png"
     Image.new("1", (10_000, 10_000)).save(path)  # 100 MP, but a small file
-    with pytest.raises(ImageError, match="huge.png: image is 100 megapixels; the limit is 100") as caught:
+    with pytest.raises(ImageError, match=r"huge.png: image is 10000×10000 \(100 megapixels\); the limit is 100 megapixels") as caught:
         open_image(path)
     one_line(caught)
+
+
+HOSTILE = r"""
+import io, json, os, resource, sys, time
+os.environ["HF_HUB_OFFLINE"] = "1"
+from explain import Explainer, ExplainError, load_model
+explainer = Explainer(load_model(sys.argv[1], "cpu"))
+classes = {"a": ["x"], "b": ["y"]}
+explainer.classify(sys.argv[2], classes)  # warm: the model and processor have run once
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+outcomes = {}
+for path in sys.argv[3:]:
+    try:
+        outcomes[os.path.basename(path)] = "ok " + explainer.classify(path, classes).predictions[0].name
+    except ExplainError as error:
+        outcomes[os.path.basename(path)] = str(error)
+grown = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024
+print(json.dumps({"outcomes": outcomes, "grown": grown}))
+"""
+
+
+def test_hostile_images_stay_within_memory(tmp_path, clip_dir):
+    """Thin, huge and lying images are classified or refused in one line, and peak memory grows
+    by at most 300 MB over the whole run (measured in a fresh process with getrusage)."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    Image.new("L", (50_000, 1)).save(tmp_path / "wide.png")  # 128 bytes
+    Image.new("L", (1, 6_000)).save(tmp_path / "tall.png")
+    Image.new("L", (9_999, 9_999), 128).save(tmp_path / "big-grey.png")
+    Image.new("RGB", (9_999, 9_999), (10, 200, 30)).save(tmp_path / "big-colour.png")
+    Image.new("L", (9_000, 9_000), 90).save(tmp_path / "big.jpg", quality=50)
+    small = io.BytesIO()
+    Image.new("RGB", (16, 16), (200, 10, 10)).save(small, "JPEG")
+    liar = bytearray(small.getvalue())  # a 1 KB JPEG whose header claims 9000×9000
+    frame = liar.index(b"\xff\xc0")
+    liar[frame + 5 : frame + 9] = (9000).to_bytes(2, "big") * 2
+    (tmp_path / "liar.jpg").write_bytes(bytes(liar))
+    Image.new("RGB", (4_000, 3_000), (1, 2, 3)).save(tmp_path / "phone.jpg")
+    names = ["wide.png", "tall.png", "big-grey.png", "big-colour.png", "big.jpg", "liar.jpg", "phone.jpg"]
+    warm = tmp_path / "warm.png"
+    random_image(0).save(warm)
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run(
+        [sys.executable, "-c", HOSTILE, str(clip_dir), str(warm), *(str(tmp_path / n) for n in names)],
+        cwd=root, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    outcomes = report["outcomes"]
+    assert outcomes["wide.png"].endswith("wide.png: image is 50000×1, 50000 times longer than wide; the limit is 20:1")
+    assert "tall.png: image is 1×6000" in outcomes["tall.png"]
+    assert "big-colour.png: a 9999×9999 PNG needs 286 MB to decode; the limit is 256 MB" in outcomes["big-colour.png"]
+    for name in ("big-grey.png", "big.jpg", "phone.jpg"):
+        assert outcomes[name].startswith("ok "), outcomes[name]
+    assert outcomes["liar.jpg"].startswith("ok ") or "liar.jpg: cannot decode image" in outcomes["liar.jpg"]
+    assert all("\n" not in text for text in outcomes.values())
+    assert report["grown"] <= 300 * 2**20, f"peak memory grew by {report['grown'] / 2**20:.0f} MB"
+
+
+def test_large_images_are_decoded_reduced(tmp_path):
+    from explain.images import reduction_factor
+
+    assert reduction_factor(640, 480) == 1 and reduction_factor(2000, 1500) == 1
+    assert reduction_factor(4000, 3000) == 2  # 12 MP: halved to 3 MP
+    assert reduction_factor(9000, 9000) == 8  # short side 9000 // 1024
+    Image.new("RGB", (4000, 3000), (5, 6, 7)).save(tmp_path / "photo.jpg")
+    assert open_image(tmp_path / "photo.jpg").size == (2000, 1500)
+    Image.new("P", (6000, 4000)).save(tmp_path / "palette.gif")
+    assert open_image(tmp_path / "palette.gif").size == (2000, 1334)  # factor 3, every third pixel
 
 
 def test_unknown_model_says_how_to_work_offline():

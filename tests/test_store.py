@@ -87,3 +87,43 @@ def test_duplicate_classes_are_rejected():
 def test_class_list_parsing_and_normalising():
     assert parse_class_list(" tree frog, tailed frog ,,") == ["tree frog", "tailed frog"]
     assert normalise_name("  Tree__Frog ") == "tree frog"
+
+
+def test_saving_keeps_the_files_mode_or_makes_it_readable(tmp_path):
+    import os
+
+    from descriptors.store import save_descriptors
+
+    new = tmp_path / "new.json"
+    save_descriptors(new, {"newt": ["a crest"]})
+    umask = os.umask(0)
+    os.umask(umask)
+    assert new.stat().st_mode & 0o777 == 0o644 & ~umask
+    shared = tmp_path / "shared.json"
+    shared.write_text("{}")
+    os.chmod(shared, 0o664)
+    save_descriptors(shared, {"newt": ["a crest"]})
+    assert shared.stat().st_mode & 0o777 == 0o664
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[" * 100_000 + "]" * 100_000, "nested too deeply"),
+        ('{"newt": ["\\ud800 crest"]}', "item 0 contains a lone surrogate"),
+        ('{"\\udfff": ["crest"]}', "the name contains a lone surrogate"),
+    ],
+    ids=["deep", "surrogate-descriptor", "surrogate-class"],
+)
+def test_hostile_json_is_one_line(tmp_path, text, message):
+    path = tmp_path / "d.json"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(DescriptorError, match=message) as caught:
+        load_descriptors(path)
+    assert "\n" not in str(caught.value)
+
+
+def test_a_byte_order_mark_is_fine(tmp_path):
+    path = tmp_path / "d.json"
+    path.write_bytes(b"\xef\xbb\xbf" + b'{"newt": ["a crest"]}')
+    assert load_descriptors(path) == {"newt": ["a crest"]}

@@ -109,13 +109,23 @@ def test_cli_structure_problems_exit_1(capsys, tmp_path):
     assert code == 1 and "expected a JSON object" in out
 
 
-@pytest.mark.parametrize(("content", "message"), [(None, "no such file"), (b"{oops", "not valid JSON"), (b"\xff\xfe{", "cannot read")])
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [(None, "no such file"), (b"{oops", "not valid JSON"), (b"\xff\xfe{", "cannot read"), (b"[" * 100_000, "nested too deeply")],
+)
 def test_cli_unreadable_file_exits_2(capsys, tmp_path, content, message):
     path = tmp_path / "d.json"
     if content is not None:
         path.write_bytes(content)
     code, out, err = run(capsys, path)
     assert code == 2 and out == "" and message in err and err.count("\n") == 1
+
+
+def test_cli_lone_surrogate_is_a_problem_not_a_traceback(capsys, tmp_path):
+    path = tmp_path / "d.json"
+    path.write_text('{"newt": ["a crest", "\\ud800"]}', encoding="utf-8")
+    code, out, err = run(capsys, path)
+    assert code == 1 and "class 'newt': item 1 contains a lone surrogate" in out and "Traceback" not in out + err
 
 
 def test_published_format_loads_unchanged():
