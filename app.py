@@ -12,7 +12,9 @@ read-only; each browser session keeps its own descriptor set in `gr.State`.
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
+import hmac
 import html
 import json
 import os
@@ -30,7 +32,7 @@ from gradio import FileData
 from descriptors import DescriptorError, check_descriptors, load_descriptors, normalise_name, parse_class_list, select_classes
 from descriptors.generate import DEFAULT_LLM, GenerationCache, generate, make_llm
 from descriptors.store import default_cache_dir, merge_descriptors, parse_descriptors, parse_json
-from descriptors.validate import EMPTY
+from descriptors.validate import EMPTY, has_surrogate
 from explain import EmbeddingStore, Explainer, ExplainError, ModelLoadError, load_model, open_image
 from explain.charts import contrast_figure, descriptor_figure, ranking_figure
 from explain.errors import first_line
@@ -51,6 +53,10 @@ SHIPPED = ASSETS / "descriptors" / "demo.json"
 EXAMPLES = sorted((ASSETS / "examples").glob("*.jpg"))
 DEFAULT_CLASSES = "tabby cat, lynx, espresso, cappuccino, dahlia, tree frog, tailed frog"
 MAX_CLASSES = 1000  # an ImageNet-sized list still works; beyond that, evaluate offline
+MAX_DESCRIPTORS_PER_CLASS = 64  # the DCLIP ImageNet set has at most 19 per class
+MAX_DESCRIPTORS = 4000  # per request, all classes together: a heavy request must not hold the others up
+MAX_DESCRIPTOR_CHARS = 300  # CLIP reads 77 tokens; a longer line is pasted text, not a feature
+CONCURRENT_REQUESTS = 4  # light requests go through while a heavy one runs
 NO_LLM = (
     "No LLM is configured. Set `OPENAI_API_KEY` for the OpenAI API, or `OPENAI_BASE_URL` for an "
     "OpenAI-compatible server such as Ollama (`http://localhost:11434/v1`), then restart the app. "
@@ -143,11 +149,42 @@ def classify_on_device(explainer: Explainer, picture, descriptors: dict):
 
 
 def chosen_classes(classes_text: str, descriptors: dict) -> dict[str, list[str]]:
-    """The classes to score, in the typed order, with this session's descriptors."""
+    """The classes to score, in the typed order, with this session's descriptors, within the request limits."""
     names = parse_class_list(classes_text or "")
     if len(names) > MAX_CLASSES:
         raise DescriptorError(f"{len(names)} classes is more than the app takes ({MAX_CLASSES}); use the CLI for more")
-    return select_classes(descriptors, names)
+    chosen = select_classes(descriptors, names)
+    check_request_size(chosen)
+    return chosen
+
+
+def check_request_size(chosen: dict[str, list[str]]) -> None:
+    """Refuse, in one line, a request that would hold everyone else up."""
+    total = 0
+    for name, values in chosen.items():
+        if has_surrogate(name) or any(has_surrogate(v) for v in values):
+            raise DescriptorError(f"class {name!r} contains a lone surrogate, which is not a character")
+        kept = [v for v in values if v.strip()]
+        if len(kept) > MAX_DESCRIPTORS_PER_CLASS:
+            raise DescriptorError(f"class {name!r} has {len(kept)} descriptors; the app takes at most {MAX_DESCRIPTORS_PER_CLASS} per class")
+        long = next((v for v in kept if len(v) > MAX_DESCRIPTOR_CHARS), None)
+        if long is not None:
+            raise DescriptorError(
+                f"a descriptor of {name!r} is {len(long):,} characters long; the limit is {MAX_DESCRIPTOR_CHARS} (CLIP reads 77 tokens)"
+            )
+        total += len(kept)
+    if total > MAX_DESCRIPTORS:
+        raise DescriptorError(f"these classes have {total:,} descriptors together; the app takes {MAX_DESCRIPTORS:,} per request; use the CLI for more")
+
+
+def distinct_keys(data: dict[str, list[str]]) -> dict[str, list[str]]:
+    """A descriptor object whose keys are distinct classes; two keys for one class is an error naming both."""
+    seen: dict[str, str] = {}
+    for name in data:
+        other = seen.setdefault(normalise_name(name), name)
+        if other != name:
+            raise DescriptorError(f"descriptors name the same class twice: {other!r} and {name!r} (names match ignoring case and underscores)")
+    return data
 
 
 def editor_choices(classes_text: str, descriptors: dict, editing: str | None):
@@ -183,7 +220,7 @@ def remove_class(classes_text: str, class_name: str | None) -> str:
     return ", ".join(name for name in parse_class_list(classes_text or "") if normalise_name(name) != normalise_name(class_name))
 
 
-def generate_missing(descriptors: dict, classes_text: str, llm_factory=None):
+def generate_missing(descriptors: dict, classes_text: str, llm_factory=None, gate: LLMGate | None = None, session: str = "local"):
     """Fill classes that have no descriptors using the configured LLM; returns (descriptors, status)."""
     try:
         names = list(chosen_classes(classes_text, descriptors))
@@ -195,11 +232,59 @@ def generate_missing(descriptors: dict, classes_text: str, llm_factory=None):
     llm = (llm_factory or configured_llm)()
     if llm is None:
         return descriptors, NO_LLM
-    result = generate(missing, llm, GenerationCache(default_cache_dir() / "generations.sqlite3"), concurrency=4)
+    refusal = gate.refusal(session, len(missing)) if gate else None
+    if refusal:
+        return descriptors, f"**Could not generate:** {refusal}"
+    result = generate(missing, llm, generation_cache(), concurrency=4)
     merged, _ = merge_descriptors(descriptors, result.descriptors)
     status = [f"Generated descriptors for {len(result.descriptors)} of {len(missing)} classes with {md(llm.model)}."]
     status += [f"Could not generate {md(name)}: {md(reason)}." for name, reason in result.failures.items()]
     return merged, " ".join(status)
+
+
+class LLMGate:
+    """Who may spend the owner's LLM key, and how fast.
+
+    `DESCRY_LLM_PUBLIC=0` turns generation off for visitors; `DESCRY_LLM_TOKEN`
+    makes it need that token (an API argument), which also turns the page's
+    button off. Otherwise each session may ask `per_session` times a minute,
+    everyone together `per_minute` times, for at most `max_classes` classes a
+    request.
+    """
+
+    def __init__(self, per_session: int = 5, per_minute: int = 30, max_classes: int = 20, clock=time.monotonic):
+        self.public = os.environ.get("DESCRY_LLM_PUBLIC", "1").strip().lower() not in ("0", "false", "no", "off")
+        self.token = os.environ.get("DESCRY_LLM_TOKEN") or None
+        self.per_session, self.per_minute, self.max_classes = per_session, per_minute, max_classes
+        self.clock = clock
+        self._calls: list[tuple[float, str]] = []
+        self._lock = threading.Lock()
+
+    def refusal(self, session: str, classes: int, token: str | None = None) -> str | None:
+        """Why this request may not go to the LLM, or None (and then it is counted)."""
+        if self.token is not None:
+            if not token or not hmac.compare_digest(token, self.token):
+                return "LLM generation on this app needs the owner's token (the `token` argument of /generate_descriptors)."
+        elif not self.public:
+            return "LLM generation is turned off on this app by its owner."
+        if classes > self.max_classes:
+            return f"Ask for at most {self.max_classes} classes at a time ({classes} were asked for)."
+        with self._lock:
+            now = self.clock()
+            self._calls = [(when, who) for when, who in self._calls if now - when < 60]
+            if sum(1 for _, who in self._calls if who == session) >= self.per_session:
+                return f"This session has asked the LLM {self.per_session} times in the last minute; wait a minute."
+            if len(self._calls) >= self.per_minute:
+                return "The LLM is busy with other visitors' requests; try again in a minute."
+            self._calls.append((now, session))
+        return None
+
+
+def session_of(request: gr.Request | None) -> str:
+    """A key for the visitor: Gradio's session, else the client's address."""
+    if request is None:
+        return "local"
+    return getattr(request, "session_hash", None) or getattr(getattr(request, "client", None), "host", None) or "unknown"
 
 
 def configured_llm():
@@ -214,7 +299,7 @@ def configured_llm():
 def reset_descriptors(classes_text: str) -> dict:
     """The shipped set, plus any cached LLM answers for the listed classes it lacks."""
     shipped = load_descriptors(SHIPPED)
-    cache = GenerationCache(default_cache_dir() / "generations.sqlite3")
+    cache = generation_cache()
     model = os.environ.get("DESCRY_LLM_MODEL", DEFAULT_LLM)
     cached = {}
     for name in parse_class_list(classes_text or "")[:MAX_CLASSES]:
@@ -232,15 +317,17 @@ def upload_descriptors(file, descriptors: dict, classes_text: str):
         return descriptors, classes_text, "No file was uploaded."
     try:
         text = Path(path).read_text(encoding="utf-8")
-        uploaded = parse_descriptors(parse_json(text, "the uploaded file"), "the uploaded file")
+        uploaded = distinct_keys(parse_descriptors(parse_json(text, "the uploaded file"), "the uploaded file"))
         if not uploaded:
             raise DescriptorError("the uploaded file has no classes")
         if len(uploaded) > MAX_CLASSES:
             raise DescriptorError(f"the uploaded file has {len(uploaded)} classes; the app takes {MAX_CLASSES}")
     except UnicodeDecodeError:
         return descriptors, classes_text, "**Could not load the file:** it is not UTF-8 text."
-    except (DescriptorError, OSError) as error:
+    except DescriptorError as error:
         return descriptors, classes_text, f"**Could not load the file:** {md(str(error))}"
+    except OSError as error:
+        return descriptors, classes_text, f"**Could not load the file:** {md(Path(path).name)} cannot be read ({error.__class__.__name__})."
     return uploaded, ", ".join(uploaded), f"Loaded {len(uploaded)} classes from the uploaded file."
 
 
@@ -273,7 +360,7 @@ def download_file(descriptors: dict) -> str:
 def api_classify(models: Models, image, classes: str, descriptors: str = "", model: str = "") -> dict:
     """API: classify an image; `descriptors` is a JSON object (empty: the shipped demo set)."""
     try:
-        data = parse_descriptors(parse_json(descriptors, "descriptors"), "descriptors") if descriptors.strip() else load_descriptors(SHIPPED)
+        data = distinct_keys(parse_descriptors(parse_json(descriptors, "descriptors"), "descriptors")) if descriptors.strip() else load_descriptors(SHIPPED)
     except DescriptorError as error:
         raise gr.Error(str(error)) from None
     path = image_path(image)
@@ -290,16 +377,29 @@ def api_classify(models: Models, image, classes: str, descriptors: str = "", mod
     return record
 
 
-def api_generate(classes: str, llm_factory=None) -> dict:
+def api_generate(classes: str, llm_factory=None, gate: LLMGate | None = None, session: str = "local", token: str = "") -> dict:
     """API: generate descriptors for classes with the configured LLM."""
     llm = (llm_factory or configured_llm)()
     if llm is None:
         raise gr.Error(NO_LLM.replace("`", ""))
-    names = parse_class_list(classes or "")
-    if not names or len(names) > MAX_CLASSES:
-        raise gr.Error(f"give between 1 and {MAX_CLASSES} class names")
-    result = generate(names, llm, GenerationCache(default_cache_dir() / "generations.sqlite3"), concurrency=4)
+    names = list(dict.fromkeys(parse_class_list(classes or "")))
+    if not names:
+        raise gr.Error("give at least one class name")
+    refusal = gate.refusal(session, len(names), token) if gate else None
+    if refusal:
+        raise gr.Error(refusal.replace("`", ""))
+    result = generate(names, llm, generation_cache(), concurrency=4)
     return {"descriptors": result.descriptors, "failures": result.failures}
+
+
+def generation_cache() -> GenerationCache:
+    """One LLM-answer cache per cache folder for the whole app, so that a broken file is reported once in the log."""
+    return _generation_cache(default_cache_dir() / "generations.sqlite3")
+
+
+@functools.cache
+def _generation_cache(path: Path) -> GenerationCache:
+    return GenerationCache(path, lambda message: print(f"warning: {message}", flush=True))
 
 
 MAX_ZIP_BYTES = int(float(os.environ.get("DESCRY_MAX_ZIP_MB", 200)) * 2**20)  # the upload itself
@@ -397,8 +497,10 @@ def evaluate_upload(models: Models, model_names: list[str], zip_file, folder_nam
     from explain.report import write_report
 
     nothing = ([], None, {}, gr.update(choices=[], value=None))
+    folder, shown = None, "the dataset"
     try:
         if zip_file is not None:
+            shown = Path(image_path(zip_file)).name  # Gradio keeps the visitor's file name
             work = work_folder("data")
             try:
                 folder = extract_zip(image_path(zip_file), work)
@@ -406,7 +508,7 @@ def evaluate_upload(models: Models, model_names: list[str], zip_file, folder_nam
                 shutil.rmtree(work, ignore_errors=True)  # a refused upload leaves nothing behind
                 raise
         elif folder_name:
-            folder = data_folder(folder_name)
+            folder, shown = data_folder(folder_name), folder_name
         else:
             return *nothing, "Upload a zip of an ImageFolder tree, or pick a server folder."
         names = [name for name in (model_names or models.names[:1]) if name in models.names]
@@ -426,9 +528,11 @@ def evaluate_upload(models: Models, model_names: list[str], zip_file, folder_nam
             return advance
 
         run = run_evaluation(dataset, descriptors, explainers, PromptRecipe(), models.store, workers=2, progress=step)
+        # The visitor sees their own names, never the server's folders.
+        run.unreadable = {_shown_path(path, folder, shown): _shown_path(reason, folder, shown) for path, reason in run.unreadable.items()}
         report = write_report(run, work_folder("report"))["report.html"]
     except (DescriptorError, ExplainError) as error:
-        return *nothing, f"**Could not evaluate:** {md(str(error))}"
+        return *nothing, f"**Could not evaluate:** {md(_shown_path(str(error), folder, shown))}"
     rows = [
         [model, method, *(_rounded(methods[method][key]) for key in ("acc1", "acc5", "mean_per_class_recall", "mean_confidence", "ece"))]
         for model, methods in run.metrics.items()
@@ -446,9 +550,18 @@ def evaluate_upload(models: Models, model_names: list[str], zip_file, folder_nam
     if run.missing:
         notes.append(f"{len(run.missing)} classes had no descriptors and used the template: {md(', '.join(run.missing[:20]))}.")
     if run.unreadable:
-        notes.append(f"{len(run.unreadable)} images could not be read and were left out.")
+        notes.append(f"{len(run.unreadable)} images could not be read and were left out: " + md("; ".join(list(run.unreadable.values())[:5])) + ".")
     first = next(iter(galleries), None)
     return rows, str(report), galleries, gr.update(choices=list(galleries), value=first), " ".join(notes)
+
+
+def _shown_path(text: str, folder: Path | None, shown: str) -> str:
+    """`text` with the server's dataset folder written as the name the visitor knows it by."""
+    if folder is None:
+        return text
+    for form in {str(folder), str(Path(folder).resolve())}:
+        text = text.replace(form, shown)
+    return text
 
 
 def view_gallery(galleries: dict, name: str | None):
@@ -591,7 +704,12 @@ def build_app(models: Models, load_error: str | None = None) -> gr.Blocks:
         remove_button.click(remove_class, [classes, editing], classes, **private).then(
             editor_choices, [classes, session, editing], [editing, features], **private
         ).then(**score)
-        generate_button.click(generate_missing, [session, classes], [session, status], **private).then(
+        gate = LLMGate()
+
+        def fill_with_llm(descriptors, classes_text, request: gr.Request):
+            return generate_missing(descriptors, classes_text, gate=gate, session=session_of(request))
+
+        generate_button.click(fill_with_llm, [session, classes], [session, status], **private).then(
             editor_choices, [classes, session, editing], [editing, features], **private
         ).then(**score)
         reset_button.click(reset_descriptors, classes, session, **private).then(
@@ -606,12 +724,14 @@ def build_app(models: Models, load_error: str | None = None) -> gr.Blocks:
             """Classify an image by description. `classes` is comma-separated; `descriptors` a JSON object (empty: the demo set)."""
             return api_classify(models, image, classes, descriptors, model)
 
-        def generate_descriptors(classes: str) -> dict:
-            """Ask the configured LLM for each class's visual features (comma-separated classes)."""
-            return api_generate(classes)
+        def generate_descriptors(classes: str, token: str = "", request: gr.Request = None) -> dict:
+            """Ask the configured LLM for each class's visual features (comma-separated classes; `token` if the owner set one)."""
+            return api_generate(classes, gate=gate, session=session_of(request), token=token)
 
         gr.api(classify, api_name="classify")
         gr.api(generate_descriptors, api_name="generate_descriptors")
+    # Several requests at once: a visitor with a small request is not stuck behind a heavy one.
+    app.queue(default_concurrency_limit=CONCURRENT_REQUESTS)
     return app
 
 

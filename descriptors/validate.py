@@ -38,11 +38,11 @@ def check_structure(data: object) -> list[Problem]:
         return [Problem(STRUCTURE, None, f"expected a JSON object mapping class names to lists, got {_json_type(data)}")]
     problems = []
     for class_name, values in data.items():
-        if _has_surrogate(class_name):
+        if has_surrogate(class_name):
             problems.append(Problem(STRUCTURE, class_name, f"class {class_name!r}: the name contains a lone surrogate, which is not a character"))
             continue
-        if isinstance(values, list) and any(isinstance(v, str) and _has_surrogate(v) for v in values):
-            where = next(i for i, v in enumerate(values) if isinstance(v, str) and _has_surrogate(v))
+        if isinstance(values, list) and any(isinstance(v, str) and has_surrogate(v) for v in values):
+            where = next(i for i, v in enumerate(values) if isinstance(v, str) and has_surrogate(v))
             problems.append(Problem(STRUCTURE, class_name, f"class {class_name!r}: item {where} contains a lone surrogate, which is not a character"))
             continue
         if not isinstance(values, list):
@@ -57,7 +57,7 @@ def check_structure(data: object) -> list[Problem]:
     return problems
 
 
-def _has_surrogate(text: str) -> bool:
+def has_surrogate(text: str) -> bool:
     """JSON's "\\ud800" escape decodes to half a character that no file, database or page can hold."""
     return any("\ud800" <= char <= "\udfff" for char in text)
 

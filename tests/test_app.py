@@ -11,6 +11,8 @@ from descriptors.generate import make_llm
 from tests.conftest import FROGS, random_image
 from tests.fake_llm import FakeLLM, answer, stall
 
+EXAMPLE = app.EXAMPLES[0]
+
 
 @pytest.fixture
 def models(clip_dir):
@@ -311,9 +313,115 @@ def test_work_folders_are_pruned_oldest_first(tmp_path, monkeypatch):
     assert sorted(p.name for p in (tmp_path / "work").iterdir()) == sorted(p.name for p in made[-2:])
 
 
-def test_launch_limits_uploads_and_serves_the_data_root(tmp_path, monkeypatch):
+def test_launch_limits_uploads_and_serves_the_data_root(models, tmp_path, monkeypatch):
+    assert app.build_app(models).delete_cache == (3600, 86400)  # Gradio sweeps its upload cache
     monkeypatch.setenv("DESCRY_DATA_ROOT", str(tmp_path))
     options = app.launch_options(7860)
     assert options["max_file_size"] == app.MAX_UPLOAD_BYTES and options["allowed_paths"] == [str(tmp_path.resolve())]
     monkeypatch.delenv("DESCRY_DATA_ROOT")
     assert app.launch_options(7860)["allowed_paths"] == []
+
+
+# --- request limits, and who may spend the LLM key --------------------------------------------------------------
+
+
+def test_requests_are_bounded_with_one_line(models):
+    many = {"newt": [f"feature {i}" for i in range(app.MAX_DESCRIPTORS_PER_CLASS + 1)]}
+    *_, status = app.explain(models, None, str(EXAMPLE), "newt", many)
+    assert f"class 'newt' has {app.MAX_DESCRIPTORS_PER_CLASS + 1} descriptors; the app takes at most" in status
+    long = {"newt": ["x" * 5_000_000]}
+    *_, status = app.explain(models, None, str(EXAMPLE), "newt", long)
+    assert "5,000,000 characters long; the limit is 300" in status
+    *_, status = app.explain(models, None, str(EXAMPLE), "newt", {"newt": ["a crest \ud800"]})
+    assert "class 'newt' contains a lone surrogate" in status
+    wide = {f"class {i}": [f"feature {j}" for j in range(60)] for i in range(70)}
+    *_, status = app.explain(models, None, str(EXAMPLE), ", ".join(wide), wide)
+    assert "4,200 descriptors together; the app takes 4,000 per request" in status
+
+
+def test_api_refuses_two_keys_for_one_class(models):
+    with pytest.raises(gr.Error, match="the same class twice: 'Newt' and 'newt'"):
+        app.api_classify(models, str(EXAMPLE), "newt", json.dumps({"Newt": ["a crest"], "newt": ["a tail"]}))
+
+
+def test_llm_gate(monkeypatch):
+    now = [0.0]
+    gate = app.LLMGate(per_session=2, per_minute=3, max_classes=5, clock=lambda: now[0])
+    assert gate.refusal("a", 6) == "Ask for at most 5 classes at a time (6 were asked for)."
+    assert gate.refusal("a", 1) is None and gate.refusal("a", 1) is None
+    assert "This session has asked the LLM 2 times" in gate.refusal("a", 1)
+    assert gate.refusal("b", 1) is None
+    assert "busy with other visitors" in gate.refusal("c", 1)
+    now[0] = 61.0  # a minute later, everyone may ask again
+    assert gate.refusal("a", 1) is None
+    monkeypatch.setenv("DESCRY_LLM_PUBLIC", "0")
+    assert gate.__class__().refusal("a", 1) == "LLM generation is turned off on this app by its owner."
+    monkeypatch.setenv("DESCRY_LLM_TOKEN", "s3cret")
+    locked = app.LLMGate()
+    assert "needs the owner's token" in locked.refusal("a", 1)
+    assert "needs the owner's token" in locked.refusal("a", 1, "guess")
+    assert locked.refusal("a", 1, "s3cret") is None
+
+
+def test_generate_button_respects_the_gate(monkeypatch):
+    monkeypatch.setenv("DESCRY_LLM_PUBLIC", "0")
+    calls = []
+    descriptors, status = app.generate_missing({}, "axolotl", lambda: calls.append(1) or object(), gate=app.LLMGate())
+    assert descriptors == {} and "turned off on this app by its owner" in status
+    with pytest.raises(gr.Error, match="turned off on this app by its owner"):
+        app.api_generate("axolotl", lambda: object(), gate=app.LLMGate())
+
+
+def test_a_heavy_request_does_not_hold_up_a_light_one(clip_dir, tmp_path):
+    """Two visitors at once: one request that takes seconds, one that takes milliseconds."""
+    import threading
+    import time
+
+    from gradio_client import Client, handle_file
+
+    class SlowOnMany:
+        def __init__(self, inner):
+            self.inner = inner
+
+        def __getattr__(self, name):
+            return getattr(self.inner, name)
+
+        def encode_texts(self, prompts):
+            if len(prompts) > 100:
+                time.sleep(3)
+            return self.inner.encode_texts(prompts)
+
+    models = app.Models([str(clip_dir)], device="cpu")
+    explainer = models.get()
+    explainer.model = SlowOnMany(explainer.model)
+    blocks = app.build_app(models)
+    blocks.launch(server_name="127.0.0.1", server_port=None, prevent_thread_lock=True, quiet=True)
+    try:
+        heavy = {f"class {i}": [f"feature {i} {j}" for j in range(20)] for i in range(10)}
+        finished = {}
+
+        def ask(name, classes, descriptors):
+            Client(blocks.local_url, verbose=False).predict(handle_file(str(EXAMPLE)), classes, descriptors, api_name="/classify")
+            finished[name] = time.monotonic()
+
+        slow = threading.Thread(target=ask, args=("heavy", ", ".join(heavy), json.dumps(heavy)))
+        slow.start()
+        time.sleep(0.5)
+        ask("light", "tabby cat, espresso", "")
+        slow.join(30)
+        assert finished["light"] < finished["heavy"]
+    finally:
+        blocks.close()
+
+
+def test_messages_name_the_visitors_files_not_server_folders(models, tmp_path, monkeypatch):
+    monkeypatch.setattr(app, "WORK", tmp_path / "work")
+    entries = {f"frogs/{name}/{i}.png": png_bytes(i) for name in ("tree_frog", "tailed frog") for i in range(2)}
+    entries["frogs/tree_frog/broken.png"] = b"not a png"
+    archive = make_zip(tmp_path / "my-frogs.zip", entries)
+    *_, status = app.evaluate_upload(models, None, {"path": str(archive)}, None, FROGS, None)
+    assert "1 images could not be read" in status and "my\\-frogs.zip" in status
+    assert str(tmp_path / "work") not in status and "descry-work" not in status
+    empty = make_zip(tmp_path / "empty.zip", {"frogs/readme.txt": b"no images"})
+    *_, status = app.evaluate_upload(models, None, {"path": str(empty)}, None, FROGS, None)
+    assert "empty.zip" in status and "no images found" in status and str(tmp_path) not in status

@@ -117,6 +117,27 @@ def test_429_then_success_honours_retry_after(server):
     assert server.calls_for("newt") == 2
 
 
+def test_retry_after_as_an_http_date_is_capped_by_the_timeout(server):
+    import email.utils
+    import time
+
+    later = email.utils.formatdate(time.time() + 300, usegmt=True)
+    server.script("newt", failure(429, "slow down", retry_after=later), answer("- a crest"))
+    sleeps = []
+    assert generate(["newt"], llm_for(server, sleeps, timeout=4.0)).descriptors == {"newt": ["a crest"]}
+    assert sleeps == [4.0]  # not the 300 s the date asks for, nor the 120 s cap
+
+
+def test_a_runaway_answer_is_bounded():
+    from descriptors.generate import MAX_DESCRIPTOR_CHARS, MAX_DESCRIPTORS
+
+    rambling = "- a crest\n- " + "very " * 100 + "long\n" + "".join(f"- feature {i}\n" for i in range(500)) + "x" * 5_000_000
+    parsed = parse_answer(rambling, "newt")
+    assert parsed[:2] == ["a crest", "feature 0"]  # the 500-character item is not a feature
+    assert len(parsed) == MAX_DESCRIPTORS and all(len(item) <= MAX_DESCRIPTOR_CHARS for item in parsed)
+    assert parse_answer("- " + "x" * 5_000_000, "newt") == []  # one 5 MB "descriptor" is dropped, not saved
+
+
 def test_429_without_retry_after_backs_off_exponentially(server):
     server.script("newt", failure(429), failure(429), answer("- a crest"))
     sleeps = []
