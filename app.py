@@ -12,10 +12,13 @@ read-only; each browser session keeps its own descriptor set in `gr.State`.
 from __future__ import annotations
 
 import argparse
+import base64
+import binascii
 import functools
 import hashlib
 import hmac
 import html
+import inspect
 import json
 import os
 import re
@@ -24,6 +27,7 @@ import tempfile
 import threading
 import time
 import zipfile
+import zlib
 from pathlib import Path
 
 import gradio as gr
@@ -34,7 +38,7 @@ from descriptors.generate import DEFAULT_LLM, GenerationCache, generate, make_ll
 from descriptors.store import default_cache_dir, merge_descriptors, parse_descriptors, parse_json
 from descriptors.validate import EMPTY, has_surrogate
 from explain import EmbeddingStore, Explainer, ExplainError, ModelLoadError, load_model, open_image
-from explain.charts import contrast_figure, descriptor_figure, ranking_figure
+from explain.charts import class_colours, contrast_figure, descriptor_figure, headline, ranking_figure, reference_score
 from explain.errors import first_line
 from explain.models import configured_models
 
@@ -114,38 +118,62 @@ def _open_store() -> EmbeddingStore | None:
 
 
 def explain(models: Models, model_name: str | None, image, classes_text: str, descriptors: dict):
-    """Score the image; returns (ranking figure, descriptor figure, contrast figure, result dict, status)."""
-    empty = (None, None, None, None)
+    """Score the image.
+
+    Returns (ranking figure, descriptor figure, contrast figure, result dict,
+    headline HTML, message HTML); the message is "" when all went well.
+    """
+    empty = (None, None, None, None, "")
     path = image_path(image)
     if path is None:
-        return *empty, "Upload an image, paste one, or pick an example to see the explanation."
+        return *empty, note("info", "Upload an image, paste one, or pick an example to see the explanation.")
     try:
         chosen = chosen_classes(classes_text, descriptors)
         explainer = models.get(model_name)
         picture = open_image(path, "The image")
         started = time.perf_counter()
         before = explainer.texts_encoded
-        result = classify_on_device(explainer, picture, chosen)
+        result = classify_on_device(explainer, picture, chosen, Path(path).name)
         elapsed = (time.perf_counter() - started) * 1000
     except (DescriptorError, ExplainError) as error:
-        return *empty, f"**Could not explain:** {md(str(error))}"
+        return *empty, note("error", f"Could not explain: {error}")
     record = result.to_dict()
     contrast = None
     if len(result.predictions) > 1:
-        contrast = contrast_figure(result.contrast())
+        contrast = contrast_figure(result.contrast(), reference_score(result))
         record["contrast"] = result.contrast().to_dict()
-    notes = [f"Scored {len(chosen)} classes in {elapsed:.0f} ms; {explainer.texts_encoded - before} new prompts encoded."]
+    details = [f"{Path(path).name}: scored {len(chosen)} classes in {elapsed:.0f} ms; {explainer.texts_encoded - before} new prompts encoded."]
     if result.fallback_classes:
-        notes.append("No descriptors, scored with the template: " + md(", ".join(result.fallback_classes)) + ".")
+        details.append("No descriptors, scored with the template: " + ", ".join(result.fallback_classes) + ".")
     problems = [p for p in check_descriptors(chosen) if p.kind != EMPTY]
     if problems:
-        notes.append(f"Descriptor warning: {md(str(problems[0]))}" + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""))
-    return ranking_figure(result), descriptor_figure(result), contrast, record, " ".join(notes)
+        details.append(f"Descriptor warning: {problems[0]}" + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""))
+    return ranking_figure(result), descriptor_figure(result), contrast, record, headline_html(result, " ".join(details)), ""
+
+
+def headline_html(result, details: str = "") -> str:
+    """The answer in one line at the top of the results, coloured as in the charts, with the details below."""
+    colour = class_colours(result)[result.predictions[0].name]
+    top, _, rest = headline(result).partition(" · ")
+    parts = [f'<span class="descry-answer" style="color:{colour}">{html.escape(top)}</span>']
+    if rest:
+        parts.append(f'<span class="descry-versus">{html.escape(rest)}</span>')
+    info = f'<div class="descry-details">{html.escape(details)}</div>' if details else ""
+    return f'<div class="descry-headline">{" · ".join(parts)}</div>{info}'
+
+
+def note(kind: str, text: str) -> str:
+    """A message for the message area: "error", "info" or "done"; `code` in backticks is shown as code."""
+    if not text:
+        return ""
+    body = re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(text, quote=False))
+    role = ' role="alert"' if kind == "error" else ""
+    return f'<div class="descry-message descry-{kind}"{role}>{body}</div>'
 
 
 @on_gpu
-def classify_on_device(explainer: Explainer, picture, descriptors: dict):
-    return explainer.classify(picture, descriptors, name="image")
+def classify_on_device(explainer: Explainer, picture, descriptors: dict, name: str = "image"):
+    return explainer.classify(picture, descriptors, name=name)
 
 
 def chosen_classes(classes_text: str, descriptors: dict) -> dict[str, list[str]]:
@@ -225,21 +253,21 @@ def generate_missing(descriptors: dict, classes_text: str, llm_factory=None, gat
     try:
         names = list(chosen_classes(classes_text, descriptors))
     except DescriptorError as error:
-        return descriptors, f"**Could not generate:** {md(str(error))}"
+        return descriptors, note("error", f"Could not generate: {error}")
     missing = [name for name in names if not any(v.strip() for v in _lookup(descriptors, name) or [])]
     if not missing:
-        return descriptors, "Every class already has descriptors."
+        return descriptors, note("info", "Every class already has descriptors.")
     llm = (llm_factory or configured_llm)()
     if llm is None:
-        return descriptors, NO_LLM
+        return descriptors, note("error", NO_LLM)
     refusal = gate.refusal(session, len(missing)) if gate else None
     if refusal:
-        return descriptors, f"**Could not generate:** {refusal}"
+        return descriptors, note("error", f"Could not generate: {refusal}")
     result = generate(missing, llm, generation_cache(), concurrency=4)
     merged, _ = merge_descriptors(descriptors, result.descriptors)
-    status = [f"Generated descriptors for {len(result.descriptors)} of {len(missing)} classes with {md(llm.model)}."]
-    status += [f"Could not generate {md(name)}: {md(reason)}." for name, reason in result.failures.items()]
-    return merged, " ".join(status)
+    status = [f"Generated descriptors for {len(result.descriptors)} of {len(missing)} classes with {llm.model}."]
+    status += [f"Could not generate {name}: {reason}." for name, reason in result.failures.items()]
+    return merged, note("error" if result.failures else "done", " ".join(status))
 
 
 class LLMGate:
@@ -314,7 +342,7 @@ def upload_descriptors(file, descriptors: dict, classes_text: str):
     """Replace the session's set with an uploaded file; returns (descriptors, classes text, status)."""
     path = image_path(file)
     if path is None:
-        return descriptors, classes_text, "No file was uploaded."
+        return descriptors, classes_text, note("info", "No file was uploaded.")
     try:
         text = Path(path).read_text(encoding="utf-8")
         uploaded = distinct_keys(parse_descriptors(parse_json(text, "the uploaded file"), "the uploaded file"))
@@ -323,12 +351,12 @@ def upload_descriptors(file, descriptors: dict, classes_text: str):
         if len(uploaded) > MAX_CLASSES:
             raise DescriptorError(f"the uploaded file has {len(uploaded)} classes; the app takes {MAX_CLASSES}")
     except UnicodeDecodeError:
-        return descriptors, classes_text, "**Could not load the file:** it is not UTF-8 text."
+        return descriptors, classes_text, note("error", "Could not load the file: it is not UTF-8 text.")
     except DescriptorError as error:
-        return descriptors, classes_text, f"**Could not load the file:** {md(str(error))}"
+        return descriptors, classes_text, note("error", f"Could not load the file: {error}")
     except OSError as error:
-        return descriptors, classes_text, f"**Could not load the file:** {md(Path(path).name)} cannot be read ({error.__class__.__name__})."
-    return uploaded, ", ".join(uploaded), f"Loaded {len(uploaded)} classes from the uploaded file."
+        return descriptors, classes_text, note("error", f"Could not load the file: {Path(path).name} cannot be read ({error.__class__.__name__}).")
+    return uploaded, ", ".join(uploaded), note("done", f"Loaded {len(uploaded)} classes from the uploaded file.")
 
 
 DOWNLOADS = Path(tempfile.gettempdir()) / "descry-downloads"
@@ -368,7 +396,7 @@ def api_classify(models: Models, image, classes: str, descriptors: str = "", mod
         raise gr.Error("no image was given")
     try:
         explainer = models.get(model or None)
-        result = classify_on_device(explainer, open_image(path, "the image"), chosen_classes(classes, data))
+        result = classify_on_device(explainer, open_image(path, "the image"), chosen_classes(classes, data), upload_name(image))
     except (DescriptorError, ExplainError) as error:
         raise gr.Error(str(error)) from None
     record = result.to_dict()
@@ -534,18 +562,25 @@ def evaluate_upload(models: Models, model_names: list[str], zip_file, folder_nam
     except (DescriptorError, ExplainError) as error:
         return *nothing, f"**Could not evaluate:** {md(_shown_path(str(error), folder, shown))}"
     rows = [
-        [model, method, *(_rounded(methods[method][key]) for key in ("acc1", "acc5", "mean_per_class_recall", "mean_confidence", "ece"))]
+        [short_name(model), method, *(_rounded(methods[method][key]) for key in ("acc1", "acc5", "mean_per_class_recall", "mean_confidence", "ece"))]
         for model, methods in run.metrics.items()
         for method in METHODS
     ]
-    predicted = {m: e.methods["descriptors"].logits.argmax(axis=1) for m, e in run.evaluations.items()}
-    galleries = {
-        f"{name} ({len(indices)})": [
-            (str(run.dataset.paths[i]), f"true {run.dataset.labels[i]}; " + ", ".join(f"{m}: {run.dataset.classes[p[i]]}" for m, p in predicted.items()))
-            for i in indices[:60]
-        ]
-        for name, indices in run.views.items()
-    }
+    predicted = {short_name(m): e.methods["descriptors"].logits.argmax(axis=1) for m, e in run.evaluations.items()}
+
+    def caption(i: int) -> str:
+        guesses = [run.dataset.classes[p[i]] for p in predicted.values()]
+        if len(predicted) == 1:
+            return f"{run.dataset.labels[i]} → {guesses[0]}"
+        return f"{run.dataset.labels[i]} → " + ", ".join(f"{m}: {g}" for m, g in zip(predicted, guesses))
+
+    # Only views with something in them are offered; names use the short model names.
+    galleries = {}
+    for name, indices in run.views.items():
+        if indices:
+            for model in run.evaluations:
+                name = name.replace(model, short_name(model))
+            galleries[f"{name} ({len(indices)})"] = [(str(run.dataset.paths[i]), caption(i)) for i in indices[:60]]
     notes = [f"Evaluated {len(run.dataset.paths)} images in {len(run.dataset.classes)} classes."]
     if run.missing:
         notes.append(f"{len(run.missing)} classes had no descriptors and used the template: {md(', '.join(run.missing[:20]))}.")
@@ -553,6 +588,11 @@ def evaluate_upload(models: Models, model_names: list[str], zip_file, folder_nam
         notes.append(f"{len(run.unreadable)} images could not be read and were left out: " + md("; ".join(list(run.unreadable.values())[:5])) + ".")
     first = next(iter(galleries), None)
     return rows, str(report), galleries, gr.update(choices=list(galleries), value=first), " ".join(notes)
+
+
+def short_name(model: str) -> str:
+    """A model as the tables show it: the last part of its hub id or folder ("clip-vit-base-patch32")."""
+    return Path(model.rstrip("/")).name or model
 
 
 def _shown_path(text: str, folder: Path | None, shown: str) -> str:
@@ -567,6 +607,12 @@ def _shown_path(text: str, folder: Path | None, shown: str) -> str:
 def view_gallery(galleries: dict, name: str | None):
     """The thumbnails of one view."""
     return (galleries or {}).get(name or "", [])
+
+
+def upload_name(value) -> str:
+    """The name the visitor's file had on their machine (Gradio keeps it beside the stored copy)."""
+    original = value.get("orig_name") if isinstance(value, dict) else getattr(value, "orig_name", None)
+    return original or Path(image_path(value) or "image").name
 
 
 def image_path(value) -> str | None:
@@ -600,37 +646,136 @@ def _lookup(descriptors: dict, class_name: str) -> list[str] | None:
     return descriptors[key] if key is not None else None
 
 
+# --- shareable state ------------------------------------------------------------------------------------------
+
+EXAMPLE_CLASSES = {  # each example with its class and confusable neighbours from the demo set
+    "tabby-cat": "tabby cat, lynx, tree frog",
+    "espresso": "espresso, cappuccino, dahlia",
+    "rocket": "rocket, space shuttle, astronaut",
+    "astronaut": "astronaut, space shuttle, rocket",
+    "pagoda": "pagoda, palace, rocket",
+    "dahlia": "dahlia, chrysanthemum, tabby cat",
+}
+FIRST_EXAMPLE = ASSETS / "examples" / "tabby-cat.jpg"
+MAX_LINK_CHARS = 6000  # what goes after "?s=": browsers and servers take URLs of 8 KB and more
+MAX_STATE_BYTES = 256 * 1024  # what a link may decompress to
+
+
+def example_name(image) -> str | None:
+    """The example an image is, by content (an upload that merely shares a name is not one)."""
+    path = image_path(image)
+    if not path or not Path(path).is_file():
+        return None
+    digest = _file_digest(Path(path))
+    return next((example.stem for example in EXAMPLES if _file_digest(example) == digest), None)
+
+
+@functools.lru_cache(maxsize=64)
+def _digest_of(path: str, size: int, mtime: float) -> str:
+    return hashlib.blake2b(Path(path).read_bytes(), digest_size=16).hexdigest()
+
+
+def _file_digest(path: Path) -> str:
+    info = path.stat()
+    return _digest_of(str(path), info.st_size, info.st_mtime)
+
+
+def encode_state(classes_text: str, descriptors: dict, image=None) -> str:
+    """The classes, their descriptors and (for an example) the image, as a compact URL-safe string."""
+    names = parse_class_list(classes_text or "")
+    payload = {"v": 1, "c": classes_text or "", "d": {name: list(_lookup(descriptors, name) or []) for name in names}}
+    example = example_name(image)
+    if example:
+        payload["i"] = example
+    packed = zlib.compress(json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8"), 9)
+    token = base64.urlsafe_b64encode(packed).decode("ascii").rstrip("=")
+    if len(token) > MAX_LINK_CHARS:
+        raise DescriptorError(
+            f"this set is too large for a link ({len(token):,} characters; the limit is {MAX_LINK_CHARS:,}); use Download JSON instead"
+        )
+    return token
+
+
+def decode_state(token: str) -> tuple[str, dict, str | None]:
+    """(classes text, descriptors, example image path or None) from a link, or DescriptorError saying why not."""
+    if len(token) > MAX_LINK_CHARS:
+        raise DescriptorError(f"the link's state is {len(token):,} characters long; the limit is {MAX_LINK_CHARS:,}")
+    try:
+        packed = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        unpacker = zlib.decompressobj()
+        text = unpacker.decompress(packed, MAX_STATE_BYTES)
+        if unpacker.unconsumed_tail:
+            raise DescriptorError(f"the link's state unpacks to more than {MAX_STATE_BYTES // 1024} KB")
+        text = text.decode("utf-8")
+    except (binascii.Error, ValueError, zlib.error) as error:
+        if isinstance(error, DescriptorError):
+            raise
+        raise DescriptorError("the link's state is damaged (it is not what the Copy link button makes)") from None
+    payload = parse_json(text, "the link's state")
+    if not isinstance(payload, dict) or not isinstance(payload.get("c"), str) or not isinstance(payload.get("d"), dict):
+        raise DescriptorError("the link's state is not a Descry explanation")
+    descriptors = distinct_keys(parse_descriptors(payload["d"], "the link's descriptors"))
+    check_request_size(chosen_classes(payload["c"], descriptors))
+    example = payload.get("i")
+    image = next((str(p) for p in EXAMPLES if p.stem == example), None) if isinstance(example, str) else None
+    return payload["c"], descriptors, image
+
+
 # --- layout ----------------------------------------------------------------------------------------------------
 
 CSS = """
-.descry-status { min-height: 2.5em; }
+#descry-message:empty, #descry-message > div:empty { display: none; }
+.descry-message { padding: 0.55em 0.8em; border-radius: 8px; border-left: 4px solid; margin: 0; line-height: 1.4; }
+.descry-error { border-color: #c62828; background: rgba(198, 40, 40, 0.10); }
+.descry-info { border-color: #1f6fb2; background: rgba(31, 111, 178, 0.10); }
+.descry-done { border-color: #2e7d32; background: rgba(46, 125, 50, 0.10); }
+.descry-headline { font-size: 1.15rem; line-height: 1.5; }
+.descry-answer { font-size: 1.55rem; font-weight: 700; }
+.descry-versus { color: var(--body-text-color-subdued); }
+.descry-details { color: var(--body-text-color-subdued); font-size: 0.85rem; margin-top: 0.2em; }
+.descry-status { min-height: 1.5em; }
+/* Charts have transparent backgrounds; in dark mode their own text and grid follow the page. */
+.dark .js-plotly-plot g[class$="tick"] text, .dark .js-plotly-plot .g-gtitle text,
+.dark .js-plotly-plot .g-xtitle text, .dark .js-plotly-plot .g-ytitle text, .dark .js-plotly-plot .legendtext {
+    fill: var(--body-text-color) !important;
+}
+.dark .js-plotly-plot .gridlayer path, .dark .js-plotly-plot .zerolinelayer path { stroke: rgba(255, 255, 255, 0.18) !important; }
+"""
+
+# After the server made the link's token, the browser turns it into a URL and tries to copy it.
+LINK_JS = """
+(token) => {
+    if (!token) { return ""; }
+    const url = window.location.origin + window.location.pathname + "?s=" + token;
+    if (navigator.clipboard) { navigator.clipboard.writeText(url).catch(() => {}); }
+    return url;
+}
 """
 
 
 def build_app(models: Models, load_error: str | None = None) -> gr.Blocks:
     shipped = load_descriptors(SHIPPED)
-    first_classes = parse_class_list(DEFAULT_CLASSES)
+    first_classes_text = EXAMPLE_CLASSES[FIRST_EXAMPLE.stem]
+    first_classes = parse_class_list(first_classes_text)
     # Gradio keeps every upload and every output file in its cache: sweep files older than a day, hourly.
     with gr.Blocks(title="Descry: explainable classification by description", delete_cache=(3600, 86400)) as app:
         gr.Markdown(
-            "# Descry\nZero-shot image classification *by description*: CLIP scores each class's visual "
-            "features against the image, and the charts show which features drove the prediction. "
-            "Edit a class's features and the result updates at once."
+            "## Descry: why did the model choose that?\nCLIP scores each class's visual features against the image; "
+            "the class with the best average wins, and the charts show which features decided it. "
+            "Edit a class's features and the answer updates as you type."
         )
-        if load_error:
-            gr.Markdown(
-                f"**The model could not be loaded.** {md(load_error)}\n\nStart the app with "
-                "`python app.py --model DIR`, where DIR holds a checkpoint saved with `save_pretrained`, "
-                "or set `EXPLAIN_MODEL`.",
-                elem_classes="descry-status",
-            )
         session = gr.State(shipped)
+        remembered = gr.BrowserState({}, storage_key="descry-session")
         with gr.Tab("Explain an image"):
             with gr.Row(equal_height=False):
                 with gr.Column(scale=4, min_width=320):
-                    image = gr.Image(type="filepath", image_mode=None, sources=["upload", "clipboard", "webcam"], label="Image", height=280)
-                    gr.Examples([[str(p)] for p in EXAMPLES], inputs=image, label="Examples")
-                    classes = gr.Textbox(DEFAULT_CLASSES, label="Classes", info="Comma-separated. Press Enter to re-score.")
+                    startup = note("error", f"The model could not be loaded. {load_error} Start the app with `python app.py --model DIR`.") if load_error else ""
+                    message = gr.HTML(startup, elem_id="descry-message")
+                    image = gr.Image(
+                        str(FIRST_EXAMPLE), type="filepath", image_mode=None, sources=["upload", "clipboard", "webcam"],
+                        label="Image", height=260,
+                    )  # fmt: skip
+                    classes = gr.Textbox(first_classes_text, label="Classes", info="Comma-separated. Press Enter to re-score.")
                     model = gr.Dropdown(models.names, value=models.names[0], label="Model", visible=len(models.names) > 1)
                     with gr.Group():
                         editing = gr.Dropdown(first_classes, value=first_classes[0], label="Edit the features of")
@@ -645,8 +790,15 @@ def build_app(models: Models, load_error: str | None = None) -> gr.Blocks:
                         with gr.Row():
                             download_button = gr.DownloadButton("Download JSON", value=download_file(shipped), size="sm")
                             upload_button = gr.UploadButton("Upload JSON", file_types=[".json"], size="sm")
-                    status = gr.Markdown("Upload an image, paste one, or pick an example.", elem_classes="descry-status")
-                with gr.Column(scale=6, min_width=420):
+                            link_button = gr.Button("Copy link", size="sm")
+                    link_token = gr.Textbox(visible=False)
+                    link_box = gr.Textbox(label="Link to this explanation", visible=False, interactive=False, buttons=["copy"], elem_id="descry-link")
+                    examples = gr.Examples(
+                        [[str(p), EXAMPLE_CLASSES.get(p.stem, DEFAULT_CLASSES)] for p in EXAMPLES], inputs=[image, classes],
+                        label="Examples, each with its classes", examples_per_page=6,
+                    )  # fmt: skip
+                with gr.Column(scale=6, min_width=320):
+                    headline_box = gr.HTML(elem_id="descry-headline")
                     descriptor_plot = gr.Plot(label="Descriptors of the top classes", show_label=False, elem_id="descriptor-plot")
                     contrast_plot = gr.Plot(label="Top class against the runner-up", show_label=False, elem_id="contrast-plot")
                     ranking_plot = gr.Plot(label="Class ranking", show_label=False, elem_id="ranking-plot")
@@ -665,74 +817,191 @@ def build_app(models: Models, load_error: str | None = None) -> gr.Blocks:
                     eval_models = gr.CheckboxGroup(models.names, value=models.names, label="Models", visible=len(models.names) > 1)
                     limit = gr.Number(0, label="Evaluate at most this many images (0: all)", precision=0, minimum=0)
                     evaluate_button = gr.Button("Evaluate", variant="primary")
-                    eval_status = gr.Markdown(elem_classes="descry-status")
-                    report_file = gr.File(label="report.html (self-contained)", interactive=False)
-                with gr.Column(scale=6, min_width=420):
+                    eval_status = gr.Markdown(elem_classes="descry-status", elem_id="eval-status")
+                    report_file = gr.File(label="report.html (self-contained)", interactive=False, visible=False)
+                with gr.Column(scale=6, min_width=320):
                     metrics_table = gr.Dataframe(
                         headers=["model", "method", "acc1", "acc5", "mean per-class recall", "mean confidence", "ece"],
-                        label="Metrics", interactive=False,
+                        label="Metrics", interactive=False, visible=False,
                     )  # fmt: skip
-                    view_picker = gr.Dropdown([], label="View")
-                    view_images = gr.Gallery(label="Samples in this view", columns=6, height=360)
+                    view_picker = gr.Dropdown([], label="View", visible=False)
+                    view_images = gr.Gallery(label="Samples in this view (true → predicted)", columns=4, height=360, visible=False)
             galleries = gr.State({})
 
+        # --- evaluation -------------------------------------------------------------------------------------
+
         def run_evaluation_tab(model_names, zip_value, folder_value, descriptors, limit_value, progress=gr.Progress()):
-            return evaluate_upload(models, model_names, zip_value, folder_value, descriptors, limit_value, progress)
+            rows, report, views_found, picker, status = evaluate_upload(models, model_names, zip_value, folder_value, descriptors, limit_value, progress)
+            ran = report is not None
+            return (
+                gr.update(value=rows, visible=ran), gr.update(value=report, visible=ran), views_found,
+                gr.update(**(picker if isinstance(picker, dict) else {}), visible=ran and bool(views_found)), status,
+            )  # fmt: skip
+
+        def show_view(views_found, name):
+            items = view_gallery(views_found, name)
+            return gr.update(value=items, visible=bool(items))
 
         evaluate_button.click(
             run_evaluation_tab, [eval_models, dataset_zip, server_folder, session, limit],
             [metrics_table, report_file, galleries, view_picker, eval_status], api_visibility="private",
-        ).then(view_gallery, [galleries, view_picker], view_images, api_visibility="private")  # fmt: skip
-        view_picker.change(view_gallery, [galleries, view_picker], view_images, api_visibility="private")
+            show_progress_on=[eval_status],
+        ).then(show_view, [galleries, view_picker], view_images, api_visibility="private")  # fmt: skip
+        view_picker.change(show_view, [galleries, view_picker], view_images, api_visibility="private")
 
-        outputs = [ranking_plot, descriptor_plot, contrast_plot, result_json, status]
+        # --- explaining -------------------------------------------------------------------------------------
 
-        def rescore(model_name, image_value, classes_text, descriptors):
+        charts = [ranking_plot, descriptor_plot, contrast_plot, result_json, headline_box]
+        quiet = dict(api_visibility="private", show_progress="hidden")
+
+        def score(model_name, image_value, classes_text, descriptors):
+            """Score after a user action: its message replaces the last one (or clears it)."""
             return explain(models, model_name, image_value, classes_text, descriptors)
 
-        score = dict(fn=rescore, inputs=[model, image, classes, session], outputs=outputs, api_visibility="private", preprocess=False)
-        private = dict(api_visibility="private")
+        def score_after(model_name, image_value, classes_text, descriptors):
+            """Score as a follow-on of another action: keep that action's message unless scoring fails."""
+            *shown, problem = explain(models, model_name, image_value, classes_text, descriptors)
+            return *shown, problem or gr.skip()
 
-        image.change(**score, trigger_mode="always_last")
-        model.change(**score)
-        for event in (classes.submit, classes.blur):
-            event(editor_choices, [classes, session, editing], [editing, features], **private).then(**score)
-        editing.input(features_text, [session, editing], features, **private)
-        features.input(edit_features, [session, editing, features], session, trigger_mode="always_last", **private).then(
-            **score, trigger_mode="always_last"
-        )
-        remove_button.click(remove_class, [classes, editing], classes, **private).then(
-            editor_choices, [classes, session, editing], [editing, features], **private
-        ).then(**score)
+        # The image goes in unprocessed (a path), so that a file that is no image becomes a message, not a crash.
+        fresh = dict(fn=score, inputs=[model, image, classes, session], outputs=[*charts, message], preprocess=False, **quiet)
+        follow = dict(fn=score_after, inputs=[model, image, classes, session], outputs=[*charts, message], preprocess=False, **quiet)
+
+        def remember(descriptors, classes_text):
+            return {"classes": classes_text, "descriptors": descriptors}, download_file(descriptors)
+
+        keep = dict(fn=remember, inputs=[session, classes], outputs=[remembered, download_button], **quiet)
+
+        def type_features(model_name, image_value, classes_text, descriptors, class_name, text):
+            """One request per keystroke: edit, score, remember, refresh the download."""
+            updated = edit_features(descriptors, class_name, text)
+            shown = explain(models, model_name, image_value, classes_text, updated)
+            saved, download = remember(updated, classes_text)
+            return updated, *shown, saved, download
+
+        features.input(
+            type_features, [model, image, classes, session, editing, features],
+            [session, *charts, message, remembered, download_button], trigger_mode="always_last", preprocess=False, **quiet,
+        )  # fmt: skip
+        # A new image (uploaded, pasted, an example, or restored from a link) is scored without touching the message.
+        # A visitor's own upload is a new action, so it is also scored as one: its message replaces the last one.
+        # Both give the same message whatever their order: an error if there is one, else the last one or none.
+        image.change(editor_choices, [classes, session, editing], [editing, features], **quiet).then(**follow).then(**keep)
+        image.input(**fresh)
+        examples.dataset.click(lambda: "", None, message, **quiet)  # picking an example is a new action too
+        model.change(**fresh)
+        classes.submit(editor_choices, [classes, session, editing], [editing, features], **quiet).then(**fresh).then(**keep)
+        # Leaving the box (often to click a button) is no new action: it must not wipe that button's message.
+        classes.blur(editor_choices, [classes, session, editing], [editing, features], **quiet).then(**follow).then(**keep)
+        editing.input(features_text, [session, editing], features, **quiet)
+        remove_button.click(remove_class, [classes, editing], classes, **quiet).then(
+            editor_choices, [classes, session, editing], [editing, features], **quiet
+        ).then(**fresh).then(**keep)
+
         gate = LLMGate()
 
         def fill_with_llm(descriptors, classes_text, request: gr.Request):
             return generate_missing(descriptors, classes_text, gate=gate, session=session_of(request))
 
-        generate_button.click(fill_with_llm, [session, classes], [session, status], **private).then(
-            editor_choices, [classes, session, editing], [editing, features], **private
-        ).then(**score)
-        reset_button.click(reset_descriptors, classes, session, **private).then(
-            editor_choices, [classes, session, editing], [editing, features], **private
-        ).then(**score)
-        upload_button.upload(upload_descriptors, [upload_button, session, classes], [session, classes, status], **private).then(
-            editor_choices, [classes, session, editing], [editing, features], **private
-        ).then(**score)
-        session.change(download_file, session, download_button, **private)
+        generate_button.click(
+            fill_with_llm, [session, classes], [session, message], api_visibility="private", show_progress_on=[message]
+        ).then(editor_choices, [classes, session, editing], [editing, features], **quiet).then(**follow).then(**keep)
+
+        def reset(classes_text):
+            return reset_descriptors(classes_text), note("done", "Back to the shipped descriptors.")
+
+        reset_button.click(reset, classes, [session, message], **quiet).then(
+            editor_choices, [classes, session, editing], [editing, features], **quiet
+        ).then(**follow).then(**keep)
+        upload_button.upload(upload_descriptors, [upload_button, session, classes], [session, classes, message], **quiet).then(
+            editor_choices, [classes, session, editing], [editing, features], **quiet
+        ).then(**follow).then(**keep)
+
+        def make_link(descriptors, classes_text, image_value):
+            try:
+                token = encode_state(classes_text, descriptors, image_value)
+            except DescriptorError as error:
+                return "", gr.update(visible=False), note("error", f"Could not make a link: {error}")
+            kept = "the image" if example_name(image_value) else "not the image (only the examples travel in a link)"
+            return token, gr.update(visible=True), note("done", f"Link copied: it holds the classes and their descriptors, {kept}.")
+
+        link_button.click(make_link, [session, classes, image], [link_token, link_box, message], preprocess=False, **quiet).then(
+            None, link_token, link_box, js=LINK_JS, **quiet
+        )
+
+        def restore(saved, request: gr.Request):
+            """On opening the page: a shared link wins, then what this browser remembered, then the first example."""
+            token = (request.query_params.get("s") if request is not None else None) or ""
+            if token:
+                try:
+                    classes_text, descriptors, example = decode_state(token)
+                    return (descriptors, classes_text, example or gr.skip(),
+                            note("done", "Opened a shared explanation." + ("" if example else " Add an image to see it.")))  # fmt: skip
+                except DescriptorError as error:
+                    return shipped, first_classes_text, gr.skip(), note("error", f"Could not open the link: {error}. Showing the demo set instead.")
+            if isinstance(saved, dict) and isinstance(saved.get("descriptors"), dict) and isinstance(saved.get("classes"), str):
+                try:
+                    descriptors = distinct_keys(parse_descriptors(saved["descriptors"], "the saved session"))
+                    check_request_size(chosen_classes(saved["classes"], descriptors))
+                    return descriptors, saved["classes"], gr.skip(), gr.skip()
+                except DescriptorError:
+                    pass  # a damaged memory is forgotten quietly: the demo set is shown
+            return gr.skip(), gr.skip(), gr.skip(), gr.skip()
+
+        app.load(restore, [remembered], [session, classes, image, message], **quiet).then(
+            editor_choices, [classes, session, editing], [editing, features], **quiet
+        ).then(**follow)
 
         def classify(image: FileData, classes: str, descriptors: str = "", model: str = "") -> dict:
-            """Classify an image by description. `classes` is comma-separated; `descriptors` a JSON object (empty: the demo set)."""
+            """Classify an image by description and explain the choice.
+
+            Parameters:
+                image: the image to classify (JPEG, PNG, WebP, ...), e.g. handle_file("photo.jpg").
+                classes: the candidate classes, comma-separated, e.g. "tree frog, tailed frog".
+                descriptors: a JSON object {"class": ["feature", ...]} for the classes; "" uses the shipped demo set.
+                model: one of the app's models; "" uses the first.
+            Returns:
+                The record of `python -m explain classify --json`: image (the uploaded file's name), model, predictions (classes with score, probability and descriptor scores, best first), baseline (the template alone), and contrast (top class against the runner-up).
+            """
             return api_classify(models, image, classes, descriptors, model)
 
         def generate_descriptors(classes: str, token: str = "", request: gr.Request = None) -> dict:
-            """Ask the configured LLM for each class's visual features (comma-separated classes; `token` if the owner set one)."""
+            """Ask the app's LLM for the visual features of each class.
+
+            Parameters:
+                classes: the classes, comma-separated (at most 20 per request).
+                token: the owner's token, when the app was started with DESCRY_LLM_TOKEN; otherwise "".
+            Returns:
+                {"descriptors": {"class": ["feature", ...]}, "failures": {"class": "why it failed"}}.
+            """
             return api_generate(classes, gate=gate, session=session_of(request), token=token)
 
         gr.api(classify, api_name="classify")
         gr.api(generate_descriptors, api_name="generate_descriptors")
+        describe_api(app, "classify", classify)
+        describe_api(app, "generate_descriptors", generate_descriptors)
     # Several requests at once: a visitor with a small request is not stuck behind a heavy one.
     app.queue(default_concurrency_limit=CONCURRENT_REQUESTS)
     return app
+
+
+def describe_api(app: gr.Blocks, api_name: str, fn) -> None:
+    """Give an endpoint's parameters and return value the descriptions in `fn`'s docstring on the API page.
+
+    `gr.api` builds its components from type hints alone and labels them by
+    position ("the 1st Api component"); this names them and adds the text.
+    """
+    from gradio.utils import get_function_description
+
+    _, parameters, returns = get_function_description(fn)
+    block = next(f for f in app.fns.values() if f.api_name == api_name)
+    names = [name for name in inspect.signature(fn).parameters if name != "request"]
+    for component, name in zip(block.inputs, names):
+        component.label = name
+        component._api_info = {**component._api_info, "additional_description": parameters.get(name, "")}
+    for component in block.outputs:
+        component.label = "result"
+        component._api_info = {**component._api_info, "description": " ".join(returns).strip()}
 
 
 MAX_UPLOAD_BYTES = max(MAX_ZIP_BYTES, 20 * 2**20)  # per file: a dataset zip is the largest thing a visitor sends

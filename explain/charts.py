@@ -1,10 +1,18 @@
-"""Plotly figures of a classification: the ranking, the descriptors, and the contrast.
+"""Plotly figures of a classification: the ranking, the descriptors, and the contrast, plus a headline.
 
 Each function takes the engine's plain records and returns a
-`plotly.graph_objects.Figure`; there is no scoring here and no UI. User text
-(class names, descriptors) is HTML-escaped before plotly sees it, because
-plotly renders a subset of HTML in labels and hover text: markup typed into
-a descriptor must show as text, never act as markup.
+`plotly.graph_objects.Figure` (or, for the headline, plain text); there is
+no scoring here and no UI.
+
+Real CLIP descriptor scores sit around 20 to 30 logits, and what separates
+two classes is often less than one. Bars drawn from zero would all look the
+same length, so the descriptor and contrast charts draw each score relative
+to a stated reference, the mean of every descriptor score of the image, and
+name that reference in the axis title; the absolute score is in the hover
+text. Each class keeps one colour in every chart. User text (class names,
+descriptors) is HTML-escaped before plotly sees it, because plotly renders
+a subset of HTML in labels and hover text: markup typed into a descriptor
+must show as text, never act as markup.
 """
 
 from __future__ import annotations
@@ -13,15 +21,16 @@ import html
 import textwrap
 
 import plotly.graph_objects as go
-from plotly.subplots import make_subplots
 
-from explain.results import Classification, Contrast
+from explain.results import Classification, ClassScore, Contrast
 
-DESCRIPTORS_COLOUR = "#2f6fb0"
-BASELINE_COLOUR = "#b7c4d3"
-TOP_COLOUR = "#2f8f5b"
-RUNNER_UP_COLOUR = "#c0504d"
-WRAP = 42  # characters per label line
+# One colour per class, by rank, in every chart (colour-blind-safe, after ColorBrewer's Dark2).
+CLASS_COLOURS = ("#1b9e77", "#d95f02", "#7570b3")
+OTHER_COLOUR = "#98a2ad"
+FONT = "Montserrat, ui-sans-serif, system-ui, sans-serif"  # the page's own font (Gradio's Soft theme)
+WRAP = 24  # characters per label line: keeps labels beside readable bars on a phone
+ROW = 26  # pixels per bar
+HEADER = 34  # pixels above each class's block in the descriptor chart, for its title
 
 
 def safe(text: str, width: int | None = WRAP) -> str:
@@ -32,100 +41,217 @@ def safe(text: str, width: int | None = WRAP) -> str:
     return "<br>".join(html.escape(line, quote=False) for line in lines)
 
 
+def class_colours(result: Classification) -> dict[str, str]:
+    """The colour of each class: the top three by rank, the rest grey."""
+    return {entry.name: CLASS_COLOURS[k] if k < len(CLASS_COLOURS) else OTHER_COLOUR for k, entry in enumerate(result.predictions)}
+
+
+def reference_score(result: Classification) -> float:
+    """What descriptor bars are drawn from: the mean of every descriptor score of the image."""
+    scores = [d.score for entry in result.predictions for d in entry.descriptors]
+    return sum(scores) / len(scores) if scores else 0.0
+
+
+def headline(result: Classification) -> str:
+    """One line saying what the model chose: "tree frog 89% · the template alone says tailed frog 68%"."""
+    top = result.predictions[0]
+    line = f"{top.name} {_percent(top.probability)}"
+    if result.baseline:
+        alone = result.baseline[0]
+        if alone.name != top.name:
+            line += f" · the template alone says {alone.name} {_percent(alone.probability)}"
+        else:
+            line += f" · the template alone agrees ({_percent(alone.probability)})"
+    return line
+
+
 def ranking_figure(result: Classification, top: int = 15) -> go.Figure:
-    """Probability of each class by description, beside the template baseline; best class on top."""
+    """Probability of each class by description (solid) beside the template baseline (hatched); best on top."""
     shown = list(result.predictions[:top])[::-1]  # plotly draws the first bar at the bottom
+    colours = class_colours(result)
     baseline = {entry.name: entry for entry in result.baseline}
-    names = [safe(entry.name, 30) for entry in shown]
+    names = [safe(entry.name, 24) for entry in shown]
     rows = list(range(len(shown)))
-    figure = go.Figure()
+    figure = _figure()
     figure.add_bar(
         y=rows, x=[entry.probability for entry in shown], orientation="h", name="by description",
-        marker_color=DESCRIPTORS_COLOUR, customdata=[[n, e.score] for n, e in zip(names, shown)],
-        hovertemplate="%{customdata[0]}<br>probability %{x:.1%}<br>mean score %{customdata[1]:.2f}<extra>by description</extra>",
+        marker=dict(color=[colours[e.name] for e in shown]), customdata=[[n, e.score] for n, e in zip(names, shown)],
+        hovertemplate="%{customdata[0]}<br>probability %{x:.1%}<br>mean descriptor score %{customdata[1]:.2f}<extra>by description</extra>",
     )  # fmt: skip
     figure.add_bar(
-        y=rows, x=[baseline[entry.name].probability for entry in shown], orientation="h", name="template baseline",
-        marker_color=BASELINE_COLOUR, customdata=[[n, baseline[e.name].score] for n, e in zip(names, shown)],
-        hovertemplate="%{customdata[0]}<br>probability %{x:.1%}<br>score %{customdata[1]:.2f}<extra>template</extra>",
+        y=rows, x=[baseline[entry.name].probability for entry in shown], orientation="h", name="template alone",
+        marker=dict(color=[colours[e.name] for e in shown], opacity=0.45, pattern=dict(shape="/", solidity=0.4)),
+        customdata=[[n, baseline[e.name].score] for n, e in zip(names, shown)],
+        hovertemplate="%{customdata[0]}<br>probability %{x:.1%}<br>template score %{customdata[1]:.2f}<extra>template alone</extra>",
     )  # fmt: skip
     more = len(result.predictions) - len(shown)
-    title = "Class ranking" + (f" (top {len(shown)} of {len(result.predictions)})" if more > 0 else "")
+    title = "Class ranking" + (f", top {len(shown)} of {len(result.predictions)}" if more > 0 else "")
     figure.update_layout(
-        title=title, barmode="group", xaxis=dict(title="probability", tickformat=".0%", range=[0, 1]),
+        title=dict(text=title), barmode="group", bargap=0.25,
+        xaxis=dict(title=dict(text="probability<br>solid: by description<br>hatched: template alone"), tickformat=".0%", range=[0, 1]),
         yaxis=dict(tickvals=rows, ticktext=names, automargin=True),
-        legend=dict(orientation="h", y=-0.15), height=max(260, 70 + 42 * len(shown)),
+        showlegend=False, height=max(220, 110 + 2 * ROW * len(shown)),
     )  # fmt: skip
     return _styled(figure)
 
 
 def descriptor_figure(result: Classification, classes: int = 3) -> go.Figure:
-    """Each descriptor's score for the top classes: which features drove the prediction."""
+    """Each descriptor's score for the top classes, relative to the image's mean descriptor score.
+
+    Each class is a block of bars headed by its name, mean and probability
+    in its colour; the dashed line is the class's mean, its class score. The
+    heading is the block's top row label, so it can never overlap a bar or
+    be cut off, however narrow the screen.
+    """
     shown = result.predictions[:classes]
-    heights = [max(len(entry.descriptors), 1) for entry in shown]
-    figure = make_subplots(
-        rows=len(shown), cols=1, shared_xaxes=True, vertical_spacing=0.12 / max(len(shown), 1),
-        row_heights=heights, subplot_titles=[_class_title(entry) for entry in shown],
-    )  # fmt: skip
-    for row, entry in enumerate(shown, 1):
+    colours = class_colours(result)
+    reference = reference_score(result)
+    counts = [max(len(entry.descriptors), 1) for entry in shown]
+    plot_height = sum(HEADER + ROW * n for n in counts)
+    gap = 10 / plot_height  # a little air between blocks
+    figure = _figure()
+    values = [0.0]
+    top_px = 0
+    layout: dict = {}
+    shapes = []
+    for k, entry in enumerate(shown):
+        axis = "y" if k == 0 else f"y{k + 1}"
+        block = HEADER + ROW * counts[k]
+        upper = 1 - top_px / plot_height
+        lower = 1 - (top_px + block) / plot_height
         ordered = list(entry.descriptors)[::-1]
         positions = list(range(len(ordered)))
+        relative = [d.score - reference for d in ordered]
+        values += relative + [entry.score - reference]
         figure.add_bar(
-            row=row, col=1, y=positions, x=[d.score for d in ordered], orientation="h", showlegend=False,
-            marker_color=TOP_COLOUR if row == 1 else DESCRIPTORS_COLOUR,
-            customdata=[[safe(d.prompt, 60)] for d in ordered],
-            hovertemplate="%{customdata[0]}<br>score %{x:.2f}<extra></extra>",
+            y=positions, x=relative, yaxis=axis, orientation="h", showlegend=False, marker_color=colours[entry.name],
+            customdata=[[safe(d.prompt, 60), d.score] for d in ordered],
+            hovertemplate="%{customdata[0]}<br>score %{customdata[1]:.2f} (%{x:+.2f} against the reference)<extra></extra>",
         )  # fmt: skip
-        figure.add_vline(x=entry.score, row=row, col=1, line_dash="dash", line_color="#555", line_width=1)
-        figure.update_yaxes(row=row, col=1, tickvals=positions, ticktext=[safe(d.descriptor) for d in ordered], automargin=True)
-    figure.update_xaxes(title_text="descriptor score (dashed: class mean)", row=len(shown), col=1)
-    figure.update_layout(title="Which descriptors drove the prediction", height=max(300, 110 + 34 * sum(heights)))
-    return _styled(figure)
-
-
-def contrast_figure(contrast: Contrast) -> go.Figure:
-    """Top class against the runner-up: each descriptor's share of its class score, and the margin.
-
-    A class score is the mean of its descriptors, so each bar is score / n and
-    each class's bars add up to its score; the margin is the difference of the sums.
-    """
-    top = Contrast.contributions(contrast.top)[::-1]
-    runner_up = Contrast.contributions(contrast.runner_up)[::-1]
-    figure = go.Figure()
-    # The runner-up's bars sit below the top class's; each side keeps its best descriptor uppermost.
-    for side, entries, colour, offset in (
-        (contrast.runner_up, runner_up, RUNNER_UP_COLOUR, 0),
-        (contrast.top, top, TOP_COLOUR, len(runner_up)),
-    ):
-        figure.add_bar(
-            y=[offset + i for i in range(len(entries))], x=[share for _, share in entries], orientation="h",
-            marker_color=colour, name=f"{safe(side.name, None)} (sum {side.score:.2f})",
-            customdata=[[safe(d.prompt, 60), d.score] for d, _ in entries],
-            hovertemplate="%{customdata[0]}<br>score %{customdata[1]:.2f}, adds %{x:.2f} to its class<extra></extra>",
+        header = len(ordered) + 0.25  # the heading row sits above the block's bars
+        note = " · template only" if entry.fallback else ""
+        heading = (
+            f'<span style="color:{colours[entry.name]}"><b>{safe(entry.name, WRAP)}</b><br>'
+            f"mean {entry.score:.2f} · p {_percent(entry.probability)}{note}</span>"
+        )
+        layout[f"yaxis{k + 1 if k else ''}"] = dict(
+            domain=[max(lower + gap, 0.0), upper], tickvals=[*positions, header],
+            ticktext=[*(safe(d.descriptor) for d in ordered), heading],
+            automargin=True, range=[-0.6, len(ordered) + HEADER / ROW - 0.4], anchor="x", showgrid=False,
         )  # fmt: skip
-    labels = [safe(d.descriptor) for d, _ in runner_up] + [safe(d.descriptor) for d, _ in top]
-    figure.add_vline(x=0, line_color="#444", line_width=1)
+        shapes.append(
+            dict(type="line", xref="x", yref=axis, x0=entry.score - reference, x1=entry.score - reference, y0=-0.5, y1=len(ordered) - 0.5,
+                 line=dict(color=colours[entry.name], dash="dash", width=1.5))
+        )  # fmt: skip
+        top_px += block
+    low, high = min(values), max(values)
+    pad = 0.08 * (high - low or 1.0)
     figure.update_layout(
-        title=(
-            f"{safe(contrast.top.name, None)} vs {safe(contrast.runner_up.name, None)}: "
-            f"margin {contrast.top.score:.2f} − {_bracketed(contrast.runner_up.score)} = {contrast.margin:+.2f}"
+        **layout,
+        xaxis=dict(
+            title=dict(text=f"{_less('score', reference)}<br>({reference:.2f}: the image's mean)<br>dashed: class mean"),
+            range=[low - pad, high + pad], zeroline=True, zerolinewidth=1, anchor="y" if len(shown) == 1 else f"y{len(shown)}",
         ),
-        xaxis=dict(title="share of class score (descriptor score ÷ number of descriptors)"),
-        yaxis=dict(tickvals=list(range(len(labels))), ticktext=labels, automargin=True),
-        legend=dict(orientation="h", y=-0.2, traceorder="reversed"), height=max(280, 120 + 30 * len(labels)),
+        shapes=shapes,
+        title=dict(text="Which descriptors drove the prediction"),
+        height=plot_height + 160,
     )  # fmt: skip
     return _styled(figure)
 
 
-def _bracketed(value: float) -> str:
-    return f"({value:.2f})" if value < 0 else f"{value:.2f}"
+def contrast_figure(contrast: Contrast, reference: float = 0.0) -> go.Figure:
+    """Top class against the runner-up, descriptor by descriptor, adding up to the margin.
+
+    A class score is the mean of its descriptors, so descriptor d of a class
+    with n descriptors adds (score(d) − reference) / n to (class score −
+    reference). Each class's bars add up to its mean less the reference,
+    drawn as the two "all descriptors" bars at the top; the margin is the
+    difference between those two, since the reference cancels.
+    """
+    top = _relative_shares(contrast.top, reference)[::-1]
+    runner_up = _relative_shares(contrast.runner_up, reference)[::-1]
+    figure = _figure()
+    values = [0.0]
+    labels: list[str] = []
+    position = 0
+    # Bottom to top: the runner-up's descriptors, the top class's, then both sums; best descriptors uppermost.
+    for side, entries, colour in ((contrast.runner_up, runner_up, CLASS_COLOURS[1]), (contrast.top, top, CLASS_COLOURS[0])):
+        shares = [share for _, share in entries]
+        values += shares
+        figure.add_bar(
+            y=list(range(position, position + len(entries))), x=shares, orientation="h", marker_color=colour,
+            name=f"{safe(side.name, None)}: mean {side.score:.2f}",
+            customdata=[[safe(d.prompt, 60), d.score] for d, _ in entries],
+            hovertemplate="%{customdata[0]}<br>score %{customdata[1]:.2f}, adds %{x:+.3f}<extra></extra>",
+        )  # fmt: skip
+        labels += [safe(d.descriptor) for d, _ in entries]
+        position += len(entries)
+    sums = [(contrast.runner_up, CLASS_COLOURS[1]), (contrast.top, CLASS_COLOURS[0])]
+    totals = [side.score - reference for side, _ in sums]
+    values += totals
+    figure.add_bar(
+        y=[position + 0.5, position + 1.5], x=totals, orientation="h", showlegend=False,
+        marker=dict(color=[colour for _, colour in sums], pattern=dict(shape="x", solidity=0.25)),
+        customdata=[[safe(side.name, None), side.score] for side, _ in sums],
+        hovertemplate="%{customdata[0]}: mean %{customdata[1]:.2f}, %{x:+.2f} against the reference<extra>all descriptors</extra>",
+    )  # fmt: skip
+    ticks = list(range(position)) + [position + 0.5, position + 1.5]
+    labels += [f"<b>{safe(side.name)}</b><br>all descriptors" for side, _ in sums]
+    low, high = min(values), max(values)
+    pad = 0.08 * (high - low or 1.0)
+    figure.update_layout(
+        title=dict(
+            text=(
+                f"Why {safe(contrast.top.name, None)} and not {safe(contrast.runner_up.name, None)}: "
+                f"margin {contrast.margin:+.2f}"
+            )
+        ),
+        xaxis=dict(
+            title=dict(text=f"({_less('score', reference)}) ÷ n<br>bars add up to the sums on top"),
+            range=[low - pad, high + pad], zeroline=True, zerolinewidth=1,
+        ),
+        yaxis=dict(tickvals=ticks, ticktext=labels, automargin=True, range=[-0.6, position + 2.1]),
+        showlegend=False,  # the two sums at the top name the classes in their colours
+        height=max(280, 170 + ROW * (len(labels) + 1)),
+    )  # fmt: skip
+    return _styled(figure)
 
 
-def _class_title(entry) -> str:
-    suffix = " (no descriptors: template)" if entry.fallback else ""
-    return f"{safe(entry.name, None)}: mean {entry.score:.2f}, p = {entry.probability:.1%}{suffix}"
+def axis_span(figure: go.Figure) -> float:
+    """The width of a figure's x axis range, for checking what a difference looks like on it."""
+    low, high = figure.layout.xaxis.range
+    return high - low
+
+
+def _relative_shares(entry: ClassScore, reference: float) -> list[tuple]:
+    n = max(len(entry.descriptors), 1)
+    return [(d, (d.score - reference) / n) for d in entry.descriptors]
+
+
+def _less(what: str, reference: float) -> str:
+    """ "score − 23.41", or "score + 12.78" for a negative reference."""
+    return f"{what} − {reference:.2f}" if reference >= 0 else f"{what} + {-reference:.2f}"
+
+
+def _percent(probability: float) -> str:
+    return f"{probability:.0%}" if 0.01 <= probability <= 0.99 else f"{probability:.1%}"
+
+
+def _figure() -> go.Figure:
+    # No plotly template: applying one deep-copies it into every figure, which cost more than the
+    # scoring itself on each keystroke. The few settings that matter are set in `_styled`.
+    return go.Figure(layout=dict(template="none"))
 
 
 def _styled(figure: go.Figure) -> go.Figure:
-    figure.update_layout(template="plotly_white", margin=dict(l=10, r=20, t=60, b=40), font=dict(size=12))
+    # Transparent backgrounds and the page's font: the page's CSS gives text and grid lines their colours
+    # in dark mode.
+    grid = dict(gridcolor="rgba(128,128,128,0.22)", zerolinecolor="rgba(128,128,128,0.55)", linecolor="rgba(128,128,128,0.4)")
+    figure.update_layout(
+        paper_bgcolor="rgba(0,0,0,0)", plot_bgcolor="rgba(0,0,0,0)",
+        margin=dict(l=8, r=16, t=56, b=64), font=dict(family=FONT, size=12, color="#374151"),
+        title=dict(x=0, xanchor="left", font=dict(size=15)), hoverlabel=dict(font=dict(family=FONT)),
+    )  # fmt: skip
+    figure.update_xaxes(**grid, showgrid=True)
+    figure.update_yaxes(gridcolor=grid["gridcolor"], zerolinecolor=grid["zerolinecolor"])
     return figure

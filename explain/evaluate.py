@@ -422,7 +422,8 @@ def views(predictions: Mapping[str, np.ndarray], targets: np.ndarray, baseline: 
             if a != b:
                 found[f"{a} right, {b} wrong"] = np.flatnonzero(right[a] & ~right[b]).tolist()
     stacked = np.stack([right[name] for name in names]) if names else np.zeros((0, len(targets)), bool)
-    found["every model wrong"] = np.flatnonzero(~stacked.any(axis=0)).tolist()
+    # With several models, what all of them get wrong is a candidate label error; with one, it is its errors.
+    found["every model wrong" if len(names) > 1 else "wrong"] = np.flatnonzero(~stacked.any(axis=0)).tolist()
     if len(names) > 1:
         found["exactly one model right"] = np.flatnonzero(stacked.sum(axis=0) == 1).tolist()
     for name in names:

@@ -35,3 +35,42 @@ DIRECTIONS = {
     "a photo of a newt.": [-1.0, 0.0],  # fallback and baseline -10
 }
 FROGS = {"tailed frog": ["tail-like extension"], "tree frog": ["protruding eyes", "a bright green colour"]}
+
+
+def classification_at_scale(scores: dict[str, dict[str, float]], baseline: dict[str, float]):
+    """A Classification built from given descriptor scores, as real CLIP gives them (20 to 30 logits).
+
+    Class scores are the means, probabilities the softmax, both sorted as the engine sorts them.
+    """
+    from explain.results import Classification, ClassScore, DescriptorScore
+    from explain.scoring import softmax
+
+    names = list(scores)
+    means = np.array([np.mean(list(scores[n].values())) for n in names])
+    probabilities = softmax(means)
+    predictions = []
+    for name, mean, probability in zip(names, means, probabilities):
+        entries = [DescriptorScore(d, f"{name}, which has {d}", float(s)) for d, s in scores[name].items()]
+        entries.sort(key=lambda d: d.score, reverse=True)
+        predictions.append(ClassScore(name, float(mean), float(probability), tuple(entries)))
+    base = np.array([baseline[n] for n in names])
+    alone = [ClassScore(n, float(s), float(p)) for n, s, p in zip(names, base, softmax(base))]
+    return Classification(
+        "frog.jpg", "test", tuple(sorted(predictions, key=lambda r: r.score, reverse=True)), tuple(sorted(alone, key=lambda r: r.score, reverse=True))
+    )
+
+
+# The seed article's tree frog photo with real CLIP (ViT-B/32): descriptor scores in logits.
+SEED_FROGS = {
+    "tree frog": {"protruding eyes": 25.54, "bright green colour": 22.68, "sticky toe pads": 21.39, "often found on leaves": 25.90},
+    "tailed frog": {"tiny eyes": 24.09, "a flattened body": 22.40, "a short tail-like extension": 21.28, "found in fast streams": 21.01},
+}
+SEED_BASELINE = {"tree frog": 24.10, "tailed frog": 24.92}
+
+
+def twenty_classes(seed: int = 0):
+    """About twenty classes of six descriptors with scores drawn between 22 and 26, as real CLIP spreads them."""
+    rng = np.random.default_rng(seed)
+    scores = {f"class {k}": {f"feature {k}.{j}": float(rng.uniform(22, 26)) for j in range(6)} for k in range(20)}
+    baseline = {name: float(rng.uniform(22, 26)) for name in scores}
+    return classification_at_scale(scores, baseline)

@@ -1,6 +1,8 @@
 """The web app's handlers, called directly: charts from the engine, edits, LLM buttons, files, bad input."""
 
 import json
+import re
+from pathlib import Path
 
 import gradio as gr
 import pytest
@@ -33,13 +35,15 @@ def no_llm(monkeypatch):
 
 
 def test_explain_returns_three_charts_a_record_and_a_status(models, image_file):
-    ranking, descriptors, contrast, record, status = app.explain(models, None, image_file, "tree frog, tailed frog, axolotl", FROGS)
+    ranking, descriptors, contrast, record, headline, message = app.explain(models, None, image_file, "tree frog, tailed frog, axolotl", FROGS)
     scores = [p["score"] for p in record["predictions"]]
     assert scores == sorted(scores, reverse=True)
     assert {p["class"] for p in record["predictions"]} == {"tree frog", "tailed frog", "axolotl"}
     assert record["contrast"]["margin"] == pytest.approx(record["predictions"][0]["score"] - record["predictions"][1]["score"])
-    assert len(ranking.data) == 2 and len(descriptors.data) == 3 and len(contrast.data) == 2
-    assert "Scored 3 classes" in status and "No descriptors, scored with the template: axolotl." in status
+    assert len(ranking.data) == 2 and len(descriptors.data) == 3 and len(contrast.data) == 3
+    assert "scored 3 classes" in headline and "No descriptors, scored with the template: axolotl." in headline
+    top = record["predictions"][0]
+    assert f'class="descry-answer"' in headline and f"{top['class']} " in headline and message == ""
 
 
 def test_explain_matches_the_engine(models, image_file):
@@ -53,9 +57,9 @@ def test_editing_one_descriptor_re_encodes_one_prompt_only(models, image_file):
     explainer = models.get()
     images_before, texts_before = explainer.images_encoded, explainer.texts_encoded
     edited = app.edit_features(FROGS, "Tree_Frog", "webbed hind feet\n" + "\n".join(FROGS["tree frog"][1:]))
-    _, figure, _, record, status = app.explain(models, None, image_file, "tree frog, tailed frog", edited)
+    _, figure, _, record, headline, _ = app.explain(models, None, image_file, "tree frog, tailed frog", edited)
     assert explainer.texts_encoded - texts_before == 1 and explainer.images_encoded == images_before
-    assert "1 new prompts encoded" in status
+    assert "1 new prompts encoded" in headline
     tree = next(p for p in record["predictions"] if p["class"] == "tree frog")
     assert "webbed hind feet" in {d["descriptor"] for d in tree["descriptors"]}
 
@@ -81,16 +85,16 @@ def test_editor_follows_the_class_list():
     [("", "class list is empty"), ("newt, Newt", "listed twice"), (", ".join(f"c{i}" for i in range(1001)), "more than the app takes")],
 )
 def test_bad_class_lists_are_messages(models, image_file, classes, message):
-    ranking, descriptors, contrast, record, status = app.explain(models, None, image_file, classes, FROGS)
-    assert (ranking, descriptors, contrast, record) == (None, None, None, None)
-    assert status.startswith("**Could not explain:**") and message in status
+    ranking, descriptors, contrast, record, headline, status = app.explain(models, None, image_file, classes, FROGS)
+    assert (ranking, descriptors, contrast, record, headline) == (None, None, None, None, "")
+    assert 'class="descry-message descry-error"' in status and "Could not explain: " in status and message in status
 
 
 def test_three_hundred_classes_work(models, image_file):
     classes = ", ".join(f"class {i}" for i in range(300))
-    ranking, _, _, record, status = app.explain(models, None, image_file, classes, {})
+    ranking, _, _, record, headline, _ = app.explain(models, None, image_file, classes, {})
     assert len(record["predictions"]) == 300 and "top 15 of 300" in ranking.layout.title.text
-    assert "Scored 300 classes" in status
+    assert "scored 300 classes" in headline
 
 
 def test_bad_images_are_messages(models, tmp_path):
@@ -98,16 +102,16 @@ def test_bad_images_are_messages(models, tmp_path):
     text.write_text("not an image")
     huge = tmp_path / "huge.png"
     Image.new("1", (10_000, 10_000)).save(huge)
-    assert "not a recognised image format" in app.explain(models, None, str(text), "newt", {})[4]
-    assert "100 megapixels" in app.explain(models, None, {"path": str(huge)}, "newt", {})[4]
-    assert app.explain(models, None, None, "newt", {})[4].startswith("Upload an image")
+    assert "not a recognised image format" in app.explain(models, None, str(text), "newt", {})[5]
+    assert "100 megapixels" in app.explain(models, None, {"path": str(huge)}, "newt", {})[5]
+    assert "Upload an image" in app.explain(models, None, None, "newt", {})[5]
 
 
 def test_an_unloadable_model_is_a_message_and_is_tried_once(image_file):
     models = app.Models(["no-such-org/no-such-model"], device="cpu")
     error = models.load_error()
     assert "cannot load model 'no-such-org/no-such-model'" in error
-    status = app.explain(models, None, image_file, "newt", {})[4]
+    status = app.explain(models, None, image_file, "newt", {})[5]
     assert "cannot load model" in status
     assert app.build_app(models, error) is not None
 
@@ -124,7 +128,7 @@ def test_generate_fills_only_missing_classes():
         descriptors, status = app.generate_missing({"newt": ["a crest"]}, "newt, axolotl", llm)
         assert descriptors == {"newt": ["a crest"], "axolotl": ["feathery gills", "a wide head"]}
         assert [r["class"] for r in server.requests] == ["axolotl"] and "1 of 1 classes" in status
-        assert app.generate_missing(descriptors, "newt, axolotl", llm)[1] == "Every class already has descriptors."
+        assert "Every class already has descriptors." in app.generate_missing(descriptors, "newt, axolotl", llm)[1]
 
 
 def test_generate_timeout_is_a_message_and_keeps_the_set():
@@ -208,13 +212,15 @@ def test_zip_of_an_image_folder_is_evaluated(models, tmp_path):
     entries = {f"frogs/{name}/{i}.png": png_bytes(10 * k + i) for k, name in enumerate(["tree_frog", "tailed frog"]) for i in range(3)}
     archive = make_zip(tmp_path / "data.zip", entries)
     rows, report, galleries, picker, status = app.evaluate_upload(models, None, {"path": str(archive)}, None, FROGS, None)
-    assert [row[:2] for row in rows] == [[models.names[0], "descriptors"], [models.names[0], "baseline"], [models.names[0], "waffle"]]
+    short = Path(models.names[0]).name  # the table shows short model names
+    assert [row[:2] for row in rows] == [[short, "descriptors"], [short, "baseline"], [short, "waffle"]]
     assert all(0.0 <= row[2] <= 1.0 for row in rows)
     assert report.endswith("report.html") and open(report, encoding="utf-8").read().startswith("<!DOCTYPE html>")
     assert "Evaluated 6 images in 2 classes." in status
-    assert picker["choices"] == list(galleries) and any(name.startswith("every model wrong") for name in galleries)
+    assert picker["choices"] == list(galleries) and all(items for items in galleries.values())  # only views with samples
+    assert all(" → " in caption for items in galleries.values() for _, caption in items)
     some_view = next(name for name, items in galleries.items() if items)
-    assert app.view_gallery(galleries, some_view)[0][1].startswith("true ")
+    assert app.view_gallery(galleries, some_view)[0][1].split(" → ")[0] in {"tree_frog", "tailed frog"}
 
 
 @pytest.mark.parametrize(
@@ -425,3 +431,65 @@ def test_messages_name_the_visitors_files_not_server_folders(models, tmp_path, m
     empty = make_zip(tmp_path / "empty.zip", {"frogs/readme.txt": b"no images"})
     *_, status = app.evaluate_upload(models, None, {"path": str(empty)}, None, FROGS, None)
     assert "empty.zip" in status and "no images found" in status and str(tmp_path) not in status
+
+
+# --- shareable state ---------------------------------------------------------------------------------------------
+
+
+def test_a_link_carries_classes_descriptors_and_an_example_image(tmp_path):
+    descriptors = {"tabby cat": ["striped fur"], "lynx": ["tufted ears", "a <b>short</b> tail"], "unlisted": ["left out"]}
+    token = app.encode_state("tabby cat, lynx", descriptors, str(app.FIRST_EXAMPLE))
+    assert re.fullmatch(r"[A-Za-z0-9_-]+", token) and len(token) < 300
+    classes, restored, image = app.decode_state(token)
+    assert classes == "tabby cat, lynx" and restored == {"tabby cat": ["striped fur"], "lynx": ["tufted ears", "a <b>short</b> tail"]}
+    assert image == str(app.FIRST_EXAMPLE)
+    # An upload travels without its image, even if it shares an example's name.
+    lookalike = tmp_path / "tabby-cat.jpg"
+    random_image(3).save(lookalike)
+    assert app.decode_state(app.encode_state("tabby cat", descriptors, str(lookalike)))[2] is None
+
+
+@pytest.mark.parametrize(
+    ("token", "message"),
+    [
+        ("not-a-real-state", "damaged"),
+        ("A" * 7000, "7,000 characters long; the limit is 6,000"),
+    ],
+)
+def test_bad_links_are_one_line(token, message):
+    with pytest.raises(app.DescriptorError, match=message):
+        app.decode_state(token)
+
+
+def test_hostile_link_contents_are_refused():
+    import base64
+    import zlib
+
+    def pack(payload: bytes) -> str:
+        return base64.urlsafe_b64encode(zlib.compress(payload, 9)).decode().rstrip("=")
+
+    with pytest.raises(app.DescriptorError, match="unpacks to more than 256 KB"):
+        app.decode_state(pack(b" " * 1_000_000))  # a zip bomb: tiny link, huge state
+    with pytest.raises(app.DescriptorError, match="not a Descry explanation"):
+        app.decode_state(pack(b'{"c": 3, "d": {}}'))
+    with pytest.raises(app.DescriptorError, match="nested too deeply"):
+        app.decode_state(pack(b"[" * 100_000))
+    too_many = json.dumps({"c": "newt", "d": {"newt": [f"f{i}" for i in range(100)]}}).encode()
+    with pytest.raises(app.DescriptorError, match="the app takes at most 64 per class"):
+        app.decode_state(pack(too_many))
+
+
+def test_a_set_too_large_for_a_link_says_so():
+    import random
+
+    rng = random.Random(0)
+    huge = {f"class {i}": [f"{rng.getrandbits(160):040x}" for _ in range(20)] for i in range(60)}
+    with pytest.raises(app.DescriptorError, match="too large for a link"):
+        app.encode_state(", ".join(huge), huge)
+
+
+def test_evaluation_outputs_start_hidden(models):
+    blocks = app.build_app(models)
+    config = blocks.get_config_file()
+    hidden = {c["props"].get("label"): c["props"].get("visible") for c in config["components"]}
+    assert hidden["report.html (self-contained)"] is False and hidden["Metrics"] is False and hidden["View"] is False

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -30,7 +31,8 @@ def served(clip_dir, llm_server, tmp_path_factory):
     os.environ.pop("OPENAI_API_KEY", None)
     os.environ["DESCRY_CACHE_DIR"] = str(tmp_path_factory.mktemp("served-cache"))
     blocks = app.build_app(app.Models([str(clip_dir)], device="cpu"))
-    blocks.launch(server_name="127.0.0.1", server_port=None, prevent_thread_lock=True, quiet=True)
+    # Launched as `python app.py` launches it: the same theme, styles and limits.
+    blocks.launch(**{**app.launch_options(None), "server_name": "127.0.0.1"}, prevent_thread_lock=True, quiet=True)
     yield blocks.local_url
     blocks.close()
     for key, value in saved.items():
@@ -108,10 +110,12 @@ def expect(locator):
     return playwright_expect(locator)
 
 
-def open_page(browser, url):
-    page = browser.new_page(viewport={"width": 1400, "height": 1100})
+def open_page(browser, url, width=1400, height=900, context=None):
+    page = context.new_page() if context is not None else browser.new_page(viewport={"width": width, "height": height})
     page.goto(url, wait_until="load")
     page.get_by_label("Features, one per line").wait_for(timeout=30_000)
+    wait_for_text(page, "descry-headline", "%")  # the first example is explained as the page opens
+    wait_for_text(page, "ranking-plot", "probability")
     return page
 
 
@@ -126,17 +130,20 @@ def chart_text(page, element_id):
     return page.locator(f"#{element_id}").inner_text()
 
 
-def wait_for_chart(page, element_id, present, absent=None):
-    """Wait until a chart's text shows `present` (and no longer shows `absent`)."""
+def wait_for_text(page, element_id, present, absent=None, timeout=30_000):
+    """Wait until an element's text shows `present` (and no longer shows `absent`)."""
     condition = f"(e => e && e.innerText.includes({json.dumps(present)})"
     if absent:
         condition += f" && !e.innerText.includes({json.dumps(absent)})"
-    page.wait_for_function(f"{condition})(document.querySelector('#{element_id}'))", timeout=30_000)
+    page.wait_for_function(f"{condition})(document.querySelector('#{element_id}'))", timeout=timeout)
+
+
+wait_for_chart = wait_for_text
 
 
 def upload(page, path):
     page.locator("input[type=file][accept*='image']").first.set_input_files(str(path))
-    wait_for_chart(page, "ranking-plot", "espresso")  # scored with the default class list
+    wait_for_text(page, "descry-headline", f"{Path(path).name}: scored")
 
 
 def set_classes(page, text, absent):
@@ -146,24 +153,39 @@ def set_classes(page, text, absent):
     wait_for_chart(page, "ranking-plot", text.split(",")[0].strip(), absent)
 
 
-def test_page_edit_a_descriptor_and_the_chart_changes(browser, served, photo, tmp_path):
-    page = open_page(browser, served)
-    upload(page, photo)
-    set_classes(page, "tabby cat, lynx, tree frog", absent="espresso")
-    before = chart_text(page, "descriptor-plot")
-    assert "striped, swirled or spotted fur" in before or "black tufts on the tips of the ears" in before
-
+def pick_class(page, name):
     page.get_by_label("Edit the features of").click()
-    page.get_by_role("option", name="tree frog").click()
+    page.get_by_role("option", name=name).click()
+    page.get_by_role("option", name=name).wait_for(state="hidden")
+
+
+def test_page_opens_with_an_example_explained_and_a_headline(browser, served):
+    page = open_page(browser, served)
+    headline = page.locator("#descry-headline").inner_text()
+    ranking = chart_text(page, "ranking-plot")
+    assert all(name in ranking for name in ("tabby cat", "lynx", "tree frog"))
+    top = page.locator("#descry-headline .descry-answer").inner_text()
+    assert top.rsplit(" ", 1)[0] in {"tabby cat", "lynx", "tree frog"} and top.endswith("%")
+    assert "template alone" in headline
+    # The headline and the charts are on screen without scrolling.
+    assert page.locator("#descry-headline").bounding_box()["y"] < 300
+    page.close()
+
+
+def test_page_edit_a_descriptor_and_the_chart_changes(browser, served, photo, tmp_path):
+    page = open_page(browser, served, height=1100)
+    upload(page, photo)
+    set_classes(page, "tabby cat, lynx, tree frog, espresso", absent="zzz")
+    before = chart_text(page, "descriptor-plot")
+    pick_class(page, "tree frog")
     features = page.get_by_label("Features, one per line")
     tree_frog = app.load_descriptors(app.SHIPPED)["tree frog"]
     expect(features).to_have_value("\n".join(tree_frog), timeout=30_000)  # loaded, as a person would wait to see
     type_into(features, "<b>glowing</b> orange eyes\n" + "\n".join(tree_frog[1:]))
-    wait_for_chart(page, "descriptor-plot", "<b>glowing</b> orange eyes")
+    wait_for_chart(page, "descriptor-plot", "<b>glowing</b> orange")
     after = chart_text(page, "descriptor-plot") + chart_text(page, "contrast-plot") + chart_text(page, "ranking-plot")
-    assert after != before
-    assert "tree frog" in after
-    assert page.locator("#descriptor-plot b").count() == 0  # the typed markup is text, not bold
+    assert after != before and "tree frog" in after
+    assert page.locator("#descriptor-plot b").filter(has_text="glowing").count() == 0  # the typed markup is text
     page.screenshot(path=str(tmp_path / "page.png"), full_page=True)
     page.close()
 
@@ -171,7 +193,7 @@ def test_page_edit_a_descriptor_and_the_chart_changes(browser, served, photo, tm
 def test_page_shows_markup_as_text(browser, served, photo):
     page = open_page(browser, served)
     upload(page, photo)
-    set_classes(page, "<i>newt</i>, toad", absent="espresso")
+    set_classes(page, "<i>newt</i>, toad", absent="tabby cat")
     assert "<i>newt</i>" in chart_text(page, "ranking-plot")
     assert page.locator("#ranking-plot i").count() == 0
     page.close()
@@ -180,18 +202,118 @@ def test_page_shows_markup_as_text(browser, served, photo):
 def test_sessions_do_not_share_edits(browser, served):
     first, second = open_page(browser, served), open_page(browser, served)
     type_into(first.get_by_label("Features, one per line"), "edited only in the first session")
-    first.wait_for_timeout(1500)
-    first.get_by_label("Edit the features of").click()
-    first.get_by_role("option", name="lynx").click()
-    first.get_by_role("option", name="lynx").wait_for(state="hidden")
-    first.get_by_label("Edit the features of").click()
-    first.get_by_role("option", name="tabby cat").click()
-    first.wait_for_timeout(1000)
-    assert first.get_by_label("Features, one per line").input_value() == "edited only in the first session"
-    assert second.get_by_label("Features, one per line").input_value() == "\n".join(
-        app.load_descriptors(app.SHIPPED)["tabby cat"]
-    )
+    wait_for_chart(first, "descriptor-plot", "edited only in the first")
+    pick_class(first, "lynx")
+    pick_class(first, "tabby cat")
+    expect(first.get_by_label("Features, one per line")).to_have_value("edited only in the first session")
+    assert second.get_by_label("Features, one per line").input_value() == "\n".join(app.load_descriptors(app.SHIPPED)["tabby cat"])
     third = open_page(browser, served)
     assert "edited only" not in third.get_by_label("Features, one per line").input_value()
     for page in (first, second, third):
         page.close()
+
+
+# --- what a person sees while working ----------------------------------------------------------------------
+
+
+def test_the_no_llm_message_stays_on_screen(browser, served, monkeypatch):
+    monkeypatch.delenv("OPENAI_BASE_URL")
+    page = open_page(browser, served)
+    page.get_by_role("button", name="Generate with LLM").click()  # tabby cat, lynx and tree frog all have descriptors
+    message = page.locator("#descry-message")
+    expect(message).to_contain_text("Every class already has descriptors", timeout=10_000)
+    set_classes(page, "tabby cat, axolotl", absent="lynx")
+    page.get_by_role("button", name="Generate with LLM").click()
+    expect(message).to_contain_text("No LLM is configured", timeout=10_000)
+    page.wait_for_timeout(3000)  # the follow-on re-score must not have replaced it
+    expect(message).to_contain_text("No LLM is configured")
+    assert message.locator(".descry-error").count() == 1
+    box = message.bounding_box()
+    assert box["y"] + box["height"] <= 900  # visible without scrolling at 1400×900
+    page.close()
+
+
+def test_an_error_after_a_bad_upload_is_in_view(browser, served, tmp_path):
+    bogus = tmp_path / "holiday.jpg"
+    bogus.write_text("this is text, not a photo")
+    page = open_page(browser, served)
+    page.locator("input[type=file][accept*='image']").first.set_input_files(str(bogus))
+    message = page.locator("#descry-message")
+    expect(message).to_contain_text("Could not explain", timeout=30_000)
+    box = message.bounding_box()
+    assert box["y"] + box["height"] <= 900 and "holiday.jpg" not in (message.inner_text().split("The image")[0])
+    page.close()
+
+
+def test_a_burst_of_keystrokes_never_hides_a_chart(browser, served):
+    page = open_page(browser, served)
+    features = page.get_by_label("Features, one per line")
+    # Record, every 20 ms, whether any chart is missing or covered by a progress overlay.
+    page.evaluate(
+        """() => {
+            window.__hidden = [];
+            window.__watch = setInterval(() => {
+                for (const id of ["descriptor-plot", "contrast-plot", "ranking-plot"]) {
+                    const block = document.getElementById(id);
+                    const plot = block && block.querySelector(".js-plotly-plot");
+                    const overlay = block && [...block.querySelectorAll(".wrap")].some(w => w.offsetHeight > 0 && /pending|generating/.test(w.className));
+                    if (!plot || plot.getBoundingClientRect().height < 50 || overlay) { window.__hidden.push(id); }
+                }
+            }, 20);
+        }"""
+    )
+    features.click()
+    features.press("End")
+    features.press("Enter")
+    features.press_sequentially("webbed hind", delay=90)  # ten keystrokes at a brisk typing pace
+    wait_for_chart(page, "descriptor-plot", "webbed hind", timeout=30_000)
+    hidden = page.evaluate("() => { clearInterval(window.__watch); return window.__hidden; }")
+    assert hidden == []
+    page.wait_for_timeout(1000)
+    assert "webbed hind" in chart_text(page, "descriptor-plot") and "webbed hin\n" not in chart_text(page, "descriptor-plot")
+    page.close()
+
+
+def test_reload_keeps_the_edits_and_a_link_restores_them_elsewhere(browser, served):
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    page = open_page(browser, served, context=context)
+    set_classes(page, "tabby cat, lynx, bullfrog", absent="tree frog")
+    pick_class(page, "lynx")
+    type_into(page.get_by_label("Features, one per line"), "a very particular lynx feature")
+    wait_for_chart(page, "descriptor-plot", "a very particular lynx")
+    page.reload(wait_until="load")
+    wait_for_chart(page, "ranking-plot", "bullfrog")
+    wait_for_chart(page, "descriptor-plot", "a very particular lynx")  # the browser remembered the session
+    page.get_by_role("button", name="Copy link").click()
+    link = page.locator("#descry-link textarea")
+    expect(link).to_have_value(re.compile(r"\?s=[A-Za-z0-9_-]+$"), timeout=10_000)
+    url = link.input_value()
+    context.close()
+    fresh = browser.new_context(viewport={"width": 1400, "height": 900})  # nothing remembered here
+    shared = open_page(browser, url, context=fresh)
+    wait_for_chart(shared, "ranking-plot", "bullfrog")
+    wait_for_chart(shared, "descriptor-plot", "a very particular lynx")
+    assert shared.get_by_label("Classes").input_value() == "tabby cat, lynx, bullfrog"
+    expect(shared.locator("#descry-message")).to_contain_text("Opened a shared explanation")
+    fresh.close()
+
+
+@pytest.mark.parametrize("state", ["not-a-real-state", "A" * 7000])
+def test_a_bad_link_says_so_and_shows_the_demo(browser, served, state):
+    context = browser.new_context()
+    page = open_page(browser, f"{served}?s={state}", context=context)
+    expect(page.locator("#descry-message")).to_contain_text("Could not open the link", timeout=10_000)
+    assert page.get_by_label("Classes").input_value() == app.EXAMPLE_CLASSES["tabby-cat"]
+    context.close()
+
+
+def test_screens_at_three_sizes_and_both_themes(browser, served, tmp_path):
+    """Screenshots a person looks at; here, nothing may be cut off sideways at any size."""
+    for width, height in ((1400, 900), (1920, 1080), (390, 844)):
+        for scheme in ("light", "dark"):
+            context = browser.new_context(viewport={"width": width, "height": height}, color_scheme=scheme)
+            page = open_page(browser, served + ("?__theme=dark" if scheme == "dark" else ""), width, height, context)
+            wide = page.evaluate("() => document.documentElement.scrollWidth")
+            assert wide <= width + 1, f"{width}x{height} {scheme}: the page scrolls sideways ({wide} px)"
+            page.screenshot(path=str(tmp_path / f"page-{width}-{scheme}.png"), full_page=True)
+            context.close()

@@ -1,11 +1,21 @@
-"""Charts: the right numbers in the right order, readable long text, and markup shown as text."""
+"""Charts: the right numbers in the right order, readable at real CLIP scores, one colour per class, markup as text."""
 
 import pytest
 
 from explain import Explainer
-from explain.charts import contrast_figure, descriptor_figure, ranking_figure, safe
+from explain.charts import (
+    CLASS_COLOURS,
+    axis_span,
+    class_colours,
+    contrast_figure,
+    descriptor_figure,
+    headline,
+    ranking_figure,
+    reference_score,
+    safe,
+)
 from tests.conftest import random_image
-from tests.hand_made import DIRECTIONS, FROGS, HandMadeEncoder
+from tests.hand_made import DIRECTIONS, FROGS, SEED_BASELINE, SEED_FROGS, HandMadeEncoder, classification_at_scale, twenty_classes
 
 
 @pytest.fixture
@@ -13,10 +23,75 @@ def result():
     return Explainer(HandMadeEncoder(DIRECTIONS)).classify(random_image(0), FROGS)
 
 
+@pytest.fixture
+def frogs():
+    return classification_at_scale(SEED_FROGS, SEED_BASELINE)
+
+
 def test_safe_escapes_markup_and_wraps():
     assert safe("<b>bold</b> & <script>x</script>", None) == "&lt;b&gt;bold&lt;/b&gt; &amp; &lt;script&gt;x&lt;/script&gt;"
     wrapped = safe("a very long descriptor that goes on and on about the shape of the animal", 20)
     assert wrapped.count("<br>") >= 3 and all(len(line) <= 20 for line in wrapped.split("<br>"))
+
+
+def test_headline_names_the_choice_and_the_templates(frogs):
+    # tree frog's mean 23.88 beats tailed frog's 22.20; the template alone prefers tailed frog.
+    assert headline(frogs) == "tree frog 84% · the template alone says tailed frog 69%"
+    agreeing = classification_at_scale(SEED_FROGS, {"tree frog": 25.0, "tailed frog": 20.0})
+    assert headline(agreeing) == "tree frog 84% · the template alone agrees (99.3%)"
+
+
+# --- real scale: a 0.5-logit difference must be visible -------------------------------------------------------
+
+
+@pytest.mark.parametrize("make", [lambda: classification_at_scale(SEED_FROGS, SEED_BASELINE), twenty_classes], ids=["seed-frogs", "twenty"])
+def test_half_a_logit_spans_at_least_five_percent_of_the_axis(make):
+    at_scale = make()
+    descriptors = descriptor_figure(at_scale)
+    assert 0.5 / axis_span(descriptors) >= 0.05
+    contrast = contrast_figure(at_scale.contrast(), reference_score(at_scale))
+    # A margin of 0.5 is a difference of 0.5 between the two "all descriptors" bars.
+    assert 0.5 / axis_span(contrast) >= 0.05
+    # Drawn from zero, the same difference would be a sliver of the axis.
+    highest = max(d.score for entry in at_scale.predictions for d in entry.descriptors)
+    assert 0.5 / highest < 0.025
+
+
+def test_descriptor_bars_are_relative_to_the_stated_reference(frogs):
+    reference = reference_score(frogs)
+    assert reference == pytest.approx(sum(sum(v.values()) for v in SEED_FROGS.values()) / 8)
+    figure = descriptor_figure(frogs)
+    tree, tailed = figure.data
+    assert list(tree.x) == pytest.approx([s - reference for s in sorted(SEED_FROGS["tree frog"].values())])
+    assert [row[1] for row in tree.customdata] == pytest.approx(sorted(SEED_FROGS["tree frog"].values()))  # hover: absolute
+    assert f"score − {reference:.2f}<br>({reference:.2f}: the image's mean)" in figure.layout.xaxis.title.text
+    # Protruding eyes (25.54) against tiny eyes (24.09): 1.45 logits, far from invisible.
+    assert 1.45 / axis_span(figure) > 0.15
+
+
+def test_one_colour_per_class_in_every_chart(frogs):
+    colours = class_colours(frogs)
+    assert colours == {"tree frog": CLASS_COLOURS[0], "tailed frog": CLASS_COLOURS[1]}
+    ranking = ranking_figure(frogs)
+    assert list(ranking.data[0].marker.color) == [colours["tailed frog"], colours["tree frog"]]  # bottom to top
+    assert list(ranking.data[1].marker.color) == list(ranking.data[0].marker.color)  # the template's bars too
+    descriptors = descriptor_figure(frogs)
+    assert [trace.marker.color for trace in descriptors.data] == [colours["tree frog"], colours["tailed frog"]]
+    contrast = contrast_figure(frogs.contrast(), reference_score(frogs))
+    assert [trace.marker.color for trace in contrast.data[:2]] == [colours["tailed frog"], colours["tree frog"]]
+
+
+def test_class_headings_sit_above_their_bars_never_on_them(frogs):
+    figure = descriptor_figure(frogs)
+    for axis, name in ((figure.layout.yaxis, "tree frog"), (figure.layout.yaxis2, "tailed frog")):
+        *bars, heading = axis.tickvals
+        assert name in axis.ticktext[-1] and f"color:{class_colours(frogs)[name]}" in axis.ticktext[-1]
+        assert heading > max(bars) + 0.5 and axis.range[1] > heading  # its own row, above the bars, inside the block
+    assert figure.layout.yaxis2.domain[1] < figure.layout.yaxis.domain[0]  # blocks do not overlap
+    assert not figure.layout.annotations
+
+
+# --- numbers and order -----------------------------------------------------------------------------------
 
 
 def test_ranking_puts_the_best_class_on_top_beside_the_baseline(result):
@@ -38,11 +113,12 @@ def test_ranking_of_many_classes_says_how_many_are_shown():
 def test_descriptor_bars_per_class_with_scores_and_prompts(result):
     figure = descriptor_figure(result, classes=2)
     tree, tailed = figure.data
-    assert list(tree.x) == [pytest.approx(6.0), pytest.approx(10.0)]  # best descriptor drawn uppermost
+    reference = reference_score(result)  # (10 + 6 + 0) / 3
+    assert reference == pytest.approx(16 / 3)
+    assert list(tree.x) == [pytest.approx(6.0 - reference), pytest.approx(10.0 - reference)]  # best uppermost
     assert [row[0] for row in tree.customdata] == ["tree frog, which is a bright green colour", "tree frog, which has protruding eyes"]
-    assert list(tailed.x) == [pytest.approx(0.0, abs=1e-6)]
-    titles = [annotation.text for annotation in figure.layout.annotations]
-    assert titles[0].startswith("tree frog: mean 8.00")
+    assert list(tailed.x) == [pytest.approx(-reference)]
+    assert figure.layout.yaxis.ticktext[-1] == f'<span style="color:{CLASS_COLOURS[0]}"><b>tree frog</b><br>mean 8.00 · p 100.0%</span>'
 
 
 def test_markup_in_names_and_descriptors_is_shown_as_text():
@@ -52,11 +128,13 @@ def test_markup_in_names_and_descriptors_is_shown_as_text():
     descriptors = descriptor_figure(result)
     assert descriptors.layout.yaxis.ticktext[0] == "&lt;b&gt;a crest&lt;/b&gt;"
     assert descriptors.data[0].customdata[0][0] == "&lt;i&gt;newt&lt;/i&gt;, which has &lt;b&gt;a crest&lt;/b&gt;"
-    assert descriptors.layout.annotations[0].text.startswith("&lt;i&gt;newt&lt;/i&gt;: mean")
+    assert "<b>&lt;i&gt;newt&lt;/i&gt;</b><br>mean" in descriptors.layout.yaxis.ticktext[-1]
     assert "&lt;i&gt;newt&lt;/i&gt;" in ranking_figure(result).layout.yaxis.ticktext
-    assert contrast_figure(result.contrast()).layout.title.text.startswith("&lt;i&gt;newt&lt;/i&gt; vs toad")
-    for figure in (descriptors, ranking_figure(result), contrast_figure(result.contrast())):
-        assert "<b>" not in figure.to_json() and "<i>" not in figure.to_json()
+    contrast = contrast_figure(result.contrast())
+    assert contrast.layout.title.text.startswith("Why &lt;i&gt;newt&lt;/i&gt; and not toad")
+    for figure in (descriptors, ranking_figure(result), contrast):
+        text = figure.to_json()
+        assert "<i>" not in text and "<b>a crest" not in text  # only the charts' own bold titles are markup
 
 
 def test_duplicate_descriptors_keep_separate_bars():
@@ -66,11 +144,14 @@ def test_duplicate_descriptors_keep_separate_bars():
     assert len(bars.x) == 2 and len(set(bars.y)) == 2
 
 
-def test_contrast_bars_add_up_to_each_class_score(result):
-    contrast = result.contrast()
-    figure = contrast_figure(contrast)
-    runner_up, top = figure.data
-    assert sum(top.x) == pytest.approx(contrast.top.score)
-    assert sum(runner_up.x) == pytest.approx(contrast.runner_up.score, abs=1e-6)
-    assert "margin 8.00 − 0.00 = +8.00" in figure.layout.title.text
-    assert list(figure.layout.yaxis.ticktext) == ["tail-like extension", "a bright green colour", "protruding eyes"]
+def test_contrast_bars_add_up_to_the_margin(frogs):
+    contrast = frogs.contrast()
+    reference = reference_score(frogs)
+    figure = contrast_figure(contrast, reference)
+    runner_up, top, sums = figure.data
+    assert sum(top.x) == pytest.approx(contrast.top.score - reference)
+    assert sum(runner_up.x) == pytest.approx(contrast.runner_up.score - reference)
+    assert list(sums.x) == pytest.approx([contrast.runner_up.score - reference, contrast.top.score - reference])
+    assert sums.x[1] - sums.x[0] == pytest.approx(contrast.margin)  # the reference cancels
+    assert "margin +1.68" in figure.layout.title.text
+    assert figure.layout.yaxis.ticktext[-1] == "<b>tree frog</b><br>all descriptors"
