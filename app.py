@@ -28,6 +28,7 @@ import threading
 import time
 import zipfile
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 
 import gradio as gr
@@ -38,6 +39,7 @@ from descriptors.generate import DEFAULT_LLM, GenerationCache, generate, make_ll
 from descriptors.store import default_cache_dir, merge_descriptors, parse_descriptors, parse_json
 from descriptors.validate import EMPTY, has_surrogate
 from explain import EmbeddingStore, Explainer, ExplainError, ModelLoadError, load_model, open_image
+from explain.engine import LONG_ENCODE
 from explain.charts import class_colours, contrast_figure, descriptor_figure, headline, ranking_figure, reference_score
 from explain.errors import first_line
 from explain.models import configured_models
@@ -117,7 +119,7 @@ def _open_store() -> EmbeddingStore | None:
 # --- handlers: plain functions of plain values ------------------------------------------------------------
 
 
-def explain(models: Models, model_name: str | None, image, classes_text: str, descriptors: dict):
+def explain(models: Models, model_name: str | None, image, classes_text: str, descriptors: dict, on_encode=None):
     """Score the image.
 
     Returns (ranking figure, descriptor figure, contrast figure, result dict,
@@ -133,7 +135,7 @@ def explain(models: Models, model_name: str | None, image, classes_text: str, de
         picture = open_image(path, "The image")
         started = time.perf_counter()
         before = explainer.texts_encoded
-        result = classify_on_device(explainer, picture, chosen, Path(path).name)
+        result = classify_on_device(explainer, picture, chosen, Path(path).name, on_encode)
         elapsed = (time.perf_counter() - started) * 1000
     except (DescriptorError, ExplainError) as error:
         return *empty, note("error", f"Could not explain: {error}")
@@ -172,8 +174,26 @@ def note(kind: str, text: str) -> str:
 
 
 @on_gpu
-def classify_on_device(explainer: Explainer, picture, descriptors: dict, name: str = "image"):
-    return explainer.classify(picture, descriptors, name=name)
+def classify_on_device(explainer: Explainer, picture, descriptors: dict, name: str = "image", on_encode=None):
+    return explainer.classify(picture, descriptors, name=name, on_encode=on_encode)
+
+
+def progress_for(progress) -> Callable[[int], Callable[[int], None] | None]:
+    """An `on_encode` that shows long encodes in Gradio's progress display, saying up front how many prompts."""
+
+    def start(total: int):
+        if progress is None or total < LONG_ENCODE:
+            return None
+        done = [0]
+        progress((0, total), desc=f"Encoding {total:,} new prompts (cached for next time)")
+
+        def step(count: int) -> None:
+            done[0] += count
+            progress((done[0], total), desc=f"Encoding {total:,} new prompts (cached for next time)")
+
+        return step
+
+    return start
 
 
 def chosen_classes(classes_text: str, descriptors: dict) -> dict[str, list[str]]:
@@ -858,14 +878,20 @@ def build_app(models: Models, load_error: str | None = None) -> gr.Blocks:
             """Score after a user action: its message replaces the last one (or clears it)."""
             return explain(models, model_name, image_value, classes_text, descriptors)
 
-        def score_after(model_name, image_value, classes_text, descriptors):
-            """Score as a follow-on of another action: keep that action's message unless scoring fails."""
-            *shown, problem = explain(models, model_name, image_value, classes_text, descriptors)
+        def score_after(model_name, image_value, classes_text, descriptors, progress=gr.Progress()):
+            """Score as a follow-on of another action: keep that action's message unless scoring fails.
+
+            A large new set (an upload, a reset, an LLM's answers) shows its encoding progress over the message area.
+            """
+            *shown, problem = explain(models, model_name, image_value, classes_text, descriptors, progress_for(progress))
             return *shown, problem or gr.skip()
 
         # The image goes in unprocessed (a path), so that a file that is no image becomes a message, not a crash.
         fresh = dict(fn=score, inputs=[model, image, classes, session], outputs=[*charts, message], preprocess=False, **quiet)
-        follow = dict(fn=score_after, inputs=[model, image, classes, session], outputs=[*charts, message], preprocess=False, **quiet)
+        follow = dict(
+            fn=score_after, inputs=[model, image, classes, session], outputs=[*charts, message], preprocess=False,
+            api_visibility="private", show_progress="minimal", show_progress_on=[message],
+        )  # fmt: skip
 
         def remember(descriptors, classes_text):
             return {"classes": classes_text, "descriptors": descriptors}, download_file(descriptors)

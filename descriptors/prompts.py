@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property, lru_cache
 
 DEFAULT_TEMPLATE = "a photo of a {}."
 PROMPT_STYLES = ("descry", "dclip-release")
@@ -32,6 +33,7 @@ def normalise_name(class_name: str) -> str:
     return " ".join(class_name.replace("_", " ").casefold().split())
 
 
+@lru_cache(maxsize=1 << 16)
 def prompt_for(class_name: str, descriptor: str) -> str:
     """The paper's sentence for one descriptor of one class.
 
@@ -153,9 +155,9 @@ class PromptSet:
     counts: tuple[int, ...]  # [n_classes]
     fallback: frozenset[str]
 
-    @property
+    @cached_property
     def starts(self) -> tuple[int, ...]:
-        """Index of each class's first prompt."""
+        """Index of each class's first prompt (computed once: `class_slice` is called per class)."""
         starts, total = [], 0
         for count in self.counts:
             starts.append(total)

@@ -20,7 +20,7 @@ from descriptors.waffle import DEFAULT_PAIRS
 from descriptors.store import default_cache_dir
 from descriptors.validate import EMPTY, check_descriptors
 from explain.cache import EmbeddingStore
-from explain.engine import Explainer
+from explain.engine import LONG_ENCODE, Explainer
 from explain.errors import ExplainError, first_line
 from explain.evaluate import METHODS
 from explain.images import open_image
@@ -144,14 +144,37 @@ def classify_command(args: argparse.Namespace) -> int:
             continue
         if explainer is None:
             explainer = Explainer(load_model(args.model or configured_models()[0], args.device), store=_store(args))
-        for result in explainer.classify_many(images, descriptors, args.template, names, prompt_style(args)):
+        for result in explainer.classify_many(images, descriptors, args.template, names, prompt_style(args), encode_progress):
             print(json.dumps(result.to_dict(), ensure_ascii=False) if args.json else format_table(result, args.top), flush=True)
     return 1 if failures else 0
 
 
-def evaluate_command(args: argparse.Namespace) -> int:
+def encode_progress(total: int):
+    """A progress bar on stderr for a long text encode, announced with its size; None for a short one."""
+    if total < LONG_ENCODE:
+        return None
+    return _bar("prompts", total)
+
+
+def _bar(label: str, total: int):
     from tqdm import tqdm
 
+    unit = "prompt" if label.startswith("prompts") else "img"
+    if unit == "prompt":
+        print(f"encoding {total:,} new prompts (first use with this model; cached for later runs)", file=sys.stderr, flush=True)
+    bar = tqdm(total=total, desc=label, unit=unit, file=sys.stderr, leave=True)
+    done = [0]
+
+    def step(count: int) -> None:
+        done[0] += count
+        bar.update(count)
+        if done[0] >= total:
+            bar.close()
+
+    return step
+
+
+def evaluate_command(args: argparse.Namespace) -> int:
     from explain.evaluate import PromptRecipe, load_dataset, run_evaluation
     from explain.report import write_report
 
@@ -162,18 +185,7 @@ def evaluate_command(args: argparse.Namespace) -> int:
     names = configured_models(args.model)
     store = _store(args)
     explainers = {name: Explainer(load_model(name, args.device), store=store) for name in names}
-    bars = []
-
-    def progress(label: str, total: int):
-        bar = tqdm(total=total, desc=label, unit="img", file=sys.stderr, leave=True)
-        bars.append(bar)
-        return bar.update
-
-    try:
-        run = run_evaluation(dataset, descriptors, explainers, recipe, store, args.batch_size, args.workers, args.strict, progress)
-    finally:
-        for bar in bars:
-            bar.close()
+    run = run_evaluation(dataset, descriptors, explainers, recipe, store, args.batch_size, args.workers, args.strict, _bar)
     for name in run.missing:
         _error(f"warning: dataset class {name!r} has no descriptors; scored with the template")
     for reason in run.unreadable.values():

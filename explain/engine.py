@@ -10,7 +10,9 @@ The maths lives in `scoring`, the network in `models`, the records in
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import gc
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +25,8 @@ from explain.models import EncoderModel
 from explain.results import Classification, ClassScore, DescriptorScore
 from explain.scoring import class_scores, descriptor_scores, softmax
 
+OnEncode = Callable[[int], Callable[[int], None] | None]  # told how many prompts; may return a progress step
+LONG_ENCODE = 256  # new prompts from which the CLI and the app show progress (about 2 s on a CPU)
 TEXT_CACHE_BYTES = 256 * 2**20  # ~130k prompts at 512 dimensions
 IMAGE_CACHE_BYTES = 64 * 2**20  # ~32k images at 512 dimensions
 
@@ -48,13 +52,19 @@ class Explainer:
         self.texts_encoded = 0  # prompts that went through the text encoder
         self.images_encoded = 0  # images that went through the image encoder
 
-    def text_embeddings(self, prompts: Sequence[str]) -> np.ndarray:
-        """Unit-norm embeddings of `prompts`, encoding only those never seen. # [n_prompts, dim]"""
+    def text_embeddings(self, prompts: Sequence[str], on_encode: OnEncode | None = None) -> np.ndarray:
+        """Unit-norm embeddings of `prompts`, encoding only those never seen. # [n_prompts, dim]
+
+        `on_encode(n)` is told, before encoding starts, how many prompts need
+        the text encoder; it may return a `step(k)` that is called as they are
+        done (a progress bar), or None.
+        """
         unique = list(dict.fromkeys(prompts))
         found = self._lookup(self._texts, "text", unique)
         missing = [p for p in unique if p not in found]
         if missing:
-            encoded = self.model.encode_texts(missing)
+            step = on_encode(len(missing)) if on_encode is not None else None
+            encoded = self.model.encode_texts(missing, progress=step)
             self.texts_encoded += len(missing)
             self._remember(self._texts, "text", zip(missing, encoded), found)
         return _stack([found[p] for p in prompts], self.model.dim)
@@ -77,10 +87,11 @@ class Explainer:
         template: str = DEFAULT_TEMPLATE,
         name: str | None = None,
         style: PromptStyle = DESCRY,
+        on_encode: OnEncode | None = None,
     ) -> Classification:
         """Classify one image (a path, bytes or a PIL image) by its descriptors."""
         label = name or (str(image) if isinstance(image, (str, Path)) else "image")
-        return self.classify_many([open_image(image, label)], descriptors, template, [label], style)[0]
+        return self.classify_many([open_image(image, label)], descriptors, template, [label], style, on_encode)[0]
 
     def classify_many(
         self,
@@ -89,6 +100,7 @@ class Explainer:
         template: str = DEFAULT_TEMPLATE,
         names: Sequence[str] | None = None,
         style: PromptStyle = DESCRY,
+        on_encode: OnEncode | None = None,
     ) -> list[Classification]:
         """Classify already-opened RGB images against the same classes, in one batch.
 
@@ -98,7 +110,7 @@ class Explainer:
             raise DescriptorError("the class list is empty: give at least one class name")
         plan = build_prompts(descriptors, template, style)
         baseline_prompts = [template_prompt(c, template, style) for c in plan.classes]
-        text = self.text_embeddings([*plan.prompts, *baseline_prompts])  # [n_prompts + n_classes, dim]
+        text = self.text_embeddings([*plan.prompts, *baseline_prompts], on_encode)  # [n_prompts + n_classes, dim]
         pixels = self.image_embeddings(images)  # [n_images, dim]
         scores = descriptor_scores(pixels, text, self.model.logit_scale, self.model.logit_bias)
         n_prompts = len(plan.prompts)
@@ -116,11 +128,7 @@ class Explainer:
         ]
 
     def _lookup(self, memory: EmbeddingLRU, kind: str, keys: list[str]) -> dict[str, np.ndarray]:
-        found = {}
-        for key in keys:
-            vector = memory.get(self.model.key, key)
-            if vector is not None:
-                found[key] = vector
+        found = memory.get_many(self.model.key, keys)
         if self.store is not None and len(found) < len(keys):
             from_disk = self.store.get_many(kind, self.model.key, [k for k in keys if k not in found])
             for key, vector in from_disk.items():
@@ -139,17 +147,34 @@ class Explainer:
 
 def _ranked_classes(plan: PromptSet, descriptor_row: np.ndarray, class_row: np.ndarray) -> tuple[ClassScore, ...]:
     """Class records with descriptors, both sorted by score, highest first."""
-    probabilities = softmax(class_row)
+    with _no_gc_pauses():
+        return _build_ranked_classes(plan, descriptor_row, class_row)
+
+
+@contextmanager
+def _no_gc_pauses():
+    """Building tens of thousands of small records sets off Python's cycle collector again and again, and
+    each pass walks every object alive (the embedding caches included): the cost grew faster than the
+    class count. These records hold no cycles, so the collector can wait until they are built."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _build_ranked_classes(plan: PromptSet, descriptor_row: np.ndarray, class_row: np.ndarray) -> tuple[ClassScore, ...]:
+    probabilities = softmax(class_row).tolist()
+    scores, class_values = descriptor_row.tolist(), class_row.tolist()  # plain floats: far cheaper per element
     records = []
     for k, class_name in enumerate(plan.classes):
         span = plan.class_slice(k)
-        entries = [
-            DescriptorScore(text, prompt, float(score))
-            for text, prompt, score in zip(plan.descriptors[span], plan.prompts[span], descriptor_row[span])
-        ]
+        entries = [DescriptorScore(*entry) for entry in zip(plan.descriptors[span], plan.prompts[span], scores[span])]
         entries.sort(key=lambda d: d.score, reverse=True)
         fallback = class_name in plan.fallback
-        records.append(ClassScore(class_name, float(class_row[k]), float(probabilities[k]), tuple(entries), fallback))
+        records.append(ClassScore(class_name, class_values[k], probabilities[k], tuple(entries), fallback))
     return tuple(sorted(records, key=lambda r: r.score, reverse=True))
 
 

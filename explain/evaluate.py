@@ -27,7 +27,7 @@ from descriptors import DEFAULT_TEMPLATE, DescriptorError, PromptSet, PromptStyl
 from descriptors.prompts import DESCRY, template_prompts
 from descriptors.waffle import DEFAULT_PAIRS, waffle_prompts
 from explain.cache import EmbeddingStore
-from explain.engine import Explainer
+from explain.engine import LONG_ENCODE, Explainer, OnEncode
 from explain.errors import ExplainError, first_line
 from explain.images import open_image
 from explain.metrics import SCALAR_METRICS, classification_metrics, top_k
@@ -305,13 +305,17 @@ def score_dataset(
     match: ClassMatch,
     recipe: PromptRecipe = PromptRecipe(),
     chunk: int = 4096,
+    on_encode: OnEncode | None = None,
 ) -> ModelEvaluation:
-    """Class scores of every image for each method, classes in `match`'s (dataset) order."""
+    """Class scores of every image for each method, classes in `match`'s (dataset) order.
+
+    `on_encode` is told how many new prompts each method needs (see `Explainer.text_embeddings`).
+    """
     model = explainer.model
     descriptors, labels = match.descriptors, match.labels
 
     def scored(plan: PromptSet, keep_prompts: bool = False, seed: int | None = None) -> MethodScores:
-        text = explainer.text_embeddings(list(plan.prompts))
+        text = explainer.text_embeddings(list(plan.prompts), on_encode)
         logits, kept = [], []
         for start in range(0, len(image_embeds), chunk):
             scores = descriptor_scores(image_embeds[start : start + chunk], text, model.logit_scale, model.logit_bias)
@@ -515,7 +519,10 @@ def run_evaluation(
     targets = readable.targets
     evaluations, metrics, diagnostics = {}, {}, {}
     for name, explainer in explainers.items():
-        evaluation = score_dataset(explainer, embeddings[name][keep], match, recipe)
+        def on_encode(total: int, name: str = name):
+            return progress(f"prompts, {name}", total) if progress and total >= LONG_ENCODE else None
+
+        evaluation = score_dataset(explainer, embeddings[name][keep], match, recipe, on_encode=on_encode)
         evaluations[name] = evaluation
         metrics[name] = summarise(evaluation, targets, readable.classes)
         diagnostics[name] = descriptor_diagnostics(

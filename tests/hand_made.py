@@ -18,7 +18,7 @@ class HandMadeEncoder:
         self.logit_bias = logit_bias
         self.text_calls = []
 
-    def encode_texts(self, prompts):
+    def encode_texts(self, prompts, progress=None):
         self.text_calls.append(list(prompts))
         return normalise(np.array([self.directions[p] for p in prompts], dtype=np.float32))
 

@@ -392,10 +392,10 @@ def test_a_heavy_request_does_not_hold_up_a_light_one(clip_dir, tmp_path):
         def __getattr__(self, name):
             return getattr(self.inner, name)
 
-        def encode_texts(self, prompts):
+        def encode_texts(self, prompts, progress=None):
             if len(prompts) > 100:
                 time.sleep(3)
-            return self.inner.encode_texts(prompts)
+            return self.inner.encode_texts(prompts, progress=progress)
 
     models = app.Models([str(clip_dir)], device="cpu")
     explainer = models.get()
@@ -493,3 +493,18 @@ def test_evaluation_outputs_start_hidden(models):
     config = blocks.get_config_file()
     hidden = {c["props"].get("label"): c["props"].get("visible") for c in config["components"]}
     assert hidden["report.html (self-contained)"] is False and hidden["Metrics"] is False and hidden["View"] is False
+
+
+def test_long_encodes_report_progress_in_the_page(models, image_file):
+    shown = []
+
+    def progress(value, desc=None):
+        shown.append((value, desc))
+
+    many = {f"class {i}": [f"feature {j} of class {i}" for j in range(5)] for i in range(60)}
+    *_, message = app.explain(models, None, image_file, ", ".join(many), many, app.progress_for(progress))
+    assert message == "" and shown[0] == ((0, 360), "Encoding 360 new prompts (cached for next time)")
+    assert shown[-1][0] == (360, 360)
+    shown.clear()
+    app.explain(models, None, image_file, "tree frog, tailed frog", FROGS, app.progress_for(progress))
+    assert shown == []  # a handful of prompts: no progress display

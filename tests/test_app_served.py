@@ -67,6 +67,7 @@ def test_classify_through_gradio_client(client, photo):
     )  # fmt: skip
     assert {p["class"] for p in record["predictions"]} == {"tree frog", "tailed frog"}
     assert record["contrast"]["top"]["class"] == record["predictions"][0]["class"]
+    assert record["image"] == "photo.png"  # the uploaded file's name, not a placeholder
 
 
 def test_classify_defaults_to_the_demo_set(client, photo):

@@ -18,9 +18,9 @@ class CountingEncoder:
     def __getattr__(self, name):
         return getattr(self.inner, name)
 
-    def encode_texts(self, prompts):
+    def encode_texts(self, prompts, progress=None):
         self.prompts.extend(prompts)
-        return self.inner.encode_texts(prompts)
+        return self.inner.encode_texts(prompts, progress=progress)
 
     def encode_images(self, images):
         self.images += len(images)

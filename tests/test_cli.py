@@ -168,3 +168,14 @@ def test_prompt_style_and_suffix_reach_the_encoder(capsys, clip_dir, image_files
     code, out, _ = run(capsys, image_files[0], "--descriptors", frog_file, "--model", clip_dir, "--json", "--prompt-suffix", " in a photo")
     prompts = {d["descriptor"]: d["prompt"] for p in json.loads(out)["predictions"] for d in p["descriptors"]}
     assert prompts["protruding eyes"] == "tree frog, which has protruding eyes in a photo"
+
+
+def test_long_encodes_show_a_progress_bar_and_short_ones_do_not(capsys, clip_dir, image_files, frog_file, tmp_path):
+    code, _, err = run(capsys, image_files[0], "--descriptors", frog_file, "--model", clip_dir, "--no-cache")
+    assert code == 0 and "encoding" not in err and "prompts:" not in err
+    many = tmp_path / "many.json"
+    many.write_text(json.dumps({f"class {i}": [f"feature {j} of class {i}" for j in range(5)] for i in range(60)}))
+    code, _, err = run(capsys, image_files[0], "--descriptors", many, "--model", clip_dir, "--no-cache")
+    assert code == 0
+    assert "encoding 360 new prompts (first use with this model; cached for later runs)" in err  # 300 + 60 templates
+    assert "prompts: 100%" in err and "360/360" in err
