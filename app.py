@@ -91,6 +91,8 @@ class Models:
             if name not in self._explainers:
                 try:
                     self._explainers[name] = Explainer(load_model(name, self.device), store=self.store)
+                    for note in self._explainers[name].model.notes:
+                        print(f"note: {note}", flush=True)
                 except ModelLoadError as error:
                     self._errors[name] = str(error)
                     raise

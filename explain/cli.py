@@ -144,6 +144,7 @@ def classify_command(args: argparse.Namespace) -> int:
             continue
         if explainer is None:
             explainer = Explainer(load_model(args.model or configured_models()[0], args.device), store=_store(args))
+            _notes(explainer)
         for result in explainer.classify_many(images, descriptors, args.template, names, prompt_style(args), encode_progress):
             print(json.dumps(result.to_dict(), ensure_ascii=False) if args.json else format_table(result, args.top), flush=True)
     return 1 if failures else 0
@@ -185,6 +186,8 @@ def evaluate_command(args: argparse.Namespace) -> int:
     names = configured_models(args.model)
     store = _store(args)
     explainers = {name: Explainer(load_model(name, args.device), store=store) for name in names}
+    for explainer in explainers.values():
+        _notes(explainer)
     run = run_evaluation(dataset, descriptors, explainers, recipe, store, args.batch_size, args.workers, args.strict, _bar)
     for name in run.missing:
         _error(f"warning: dataset class {name!r} has no descriptors; scored with the template")
@@ -229,6 +232,11 @@ def format_table(result: Classification, top: int = 5) -> str:
     if fallback:
         lines.append(f"  no descriptors, scored with the template: {', '.join(fallback)}")
     return "\n".join(lines) + "\n"
+
+
+def _notes(explainer: Explainer) -> None:
+    for note in explainer.model.notes:  # e.g. weights loaded with the architecture they were trained with
+        print(f"note: {note}", file=sys.stderr, flush=True)
 
 
 def _checked_template(template: str) -> str:

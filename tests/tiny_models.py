@@ -11,6 +11,7 @@ meaningless; they exercise mechanics and parity, not accuracy.
 from __future__ import annotations
 
 import copy
+import json
 import math
 from pathlib import Path
 
@@ -167,3 +168,44 @@ def full_size_clip(seed: int = 0) -> tuple[CLIPModel, CLIPProcessor]:
     tokenizer = clip_bpe_tokenizer()
     model = CLIPModel(clip_config(tokenizer, full=True)).eval()
     return model, CLIPProcessor(image_processor=CLIPImageProcessor(), tokenizer=tokenizer)
+
+
+# --- open_clip ---------------------------------------------------------------------------------------------------
+
+OPEN_CLIP_TEXT = {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}
+OPEN_CLIP_CONFIGS = {
+    # A CLIP-style tower trained with QuickGELU, as OpenAI's and DFN's weights were.
+    "quickgelu": {"embed_dim": 16, "quick_gelu": True, "text_cfg": OPEN_CLIP_TEXT,
+                  "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 8, "head_width": 16}},
+    # A sigmoid-loss model with a logit bias, as SigLIP has.
+    "bias": {"embed_dim": 16, "init_logit_bias": -10.0, "init_logit_scale": 2.3, "text_cfg": OPEN_CLIP_TEXT,
+             "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 8, "head_width": 16}},
+    # A timm vision tower, as EVA-CLIP's is.
+    "timm": {"embed_dim": 16, "text_cfg": OPEN_CLIP_TEXT,
+             "vision_cfg": {"image_size": 224, "timm_model_name": "vit_tiny_patch16_224", "timm_model_pretrained": False,
+                            "timm_pool": "avg", "timm_proj": "linear", "patch_size": 16}},
+}  # fmt: skip
+
+
+def save_tiny_open_clip(path: Path, variant: str = "quickgelu", seed: int = 0) -> Path:
+    """A tiny random open_clip model saved as open_clip's local-dir layout: open_clip_config.json and weights.
+
+    The architecture is registered with `open_clip.add_model_config`, built with
+    `create_model(name, pretrained=None)`, and saved the way hub repositories are.
+    """
+    import open_clip
+    from open_clip.push_to_hf_hub import save_config_for_hf
+    from safetensors.torch import save_file
+
+    config = OPEN_CLIP_CONFIGS[variant]
+    name = f"descry-tiny-{variant}"
+    registry = path.parent / f"{path.name}-config"
+    registry.mkdir(parents=True, exist_ok=True)
+    (registry / f"{name}.json").write_text(json.dumps(config))
+    open_clip.add_model_config(registry / f"{name}.json")
+    torch.manual_seed(seed)
+    model = open_clip.create_model(name, pretrained=None)
+    path.mkdir(parents=True, exist_ok=True)
+    save_config_for_hf(model, path / "open_clip_config.json", config)
+    save_file({key: value.contiguous() for key, value in model.state_dict().items()}, str(path / "open_clip_model.safetensors"))
+    return path

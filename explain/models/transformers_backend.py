@@ -1,65 +1,31 @@
-"""Loading CLIP-family checkpoints and turning text and images into unit vectors.
+"""The transformers backend: any checkpoint with `get_text_features` and `get_image_features`.
 
-`load_model` accepts a hub id or a local directory of any image-text model
-that transformers can load with `get_text_features`/`get_image_features`
-(CLIP, MetaCLIP, AltCLIP, ALIGN, SigLIP, SigLIP 2) and wraps it in an
-`EncoderModel` that knows the model's own logit scale and bias. This is the
-only module that runs a network forward pass; it does no caching and no
-scoring (see `engine` and `scoring`).
+CLIP, MetaCLIP, AltCLIP, ALIGN, SigLIP and SigLIP 2, by hub id or a
+directory saved with `save_pretrained`. Each keeps its own logit scale
+(ALIGN's is 1/temperature) and bias, tokenizer and processor; SigLIP's text
+is padded to its full length, as it was trained. This module only loads and
+encodes; it does no caching and no scoring.
 """
 
 from __future__ import annotations
 
 import hashlib
 import inspect
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
 from explain.errors import ModelLoadError, first_line
+from explain.models.base import TEXT_BATCH, EncoderModel, resolve_device
 from explain.scoring import normalise
-
-DEFAULT_MODEL = "openai/clip-vit-base-patch32"
-TEXT_BATCH = 64  # prompts per text forward once sorted by length; chosen by measuring (bench/bench_text_encoding.py)
-DEVICES = ("auto", "cpu", "cuda", "mps")
-
-
-
-def configured_models(flags: Sequence[str] | None = None) -> list[str]:
-    """Model names from --model flags, else $EXPLAIN_MODEL (comma-separated), else the default."""
-    names = list(flags or [name.strip() for name in os.environ.get("EXPLAIN_MODEL", "").split(",") if name.strip()])
-    return list(dict.fromkeys(names)) or [DEFAULT_MODEL]
-
-
-def resolve_device(device: str = "auto") -> torch.device:
-    """Pick the device: CUDA, then Apple's MPS, then the CPU, unless one is named."""
-    if device not in DEVICES:
-        raise ModelLoadError(f"unknown device {device!r}; choose one of {', '.join(DEVICES)}")
-    if device == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ModelLoadError("--device cuda was asked for but no CUDA GPU is available")
-    if device == "mps" and not torch.backends.mps.is_available():
-        raise ModelLoadError("--device mps was asked for but Apple's MPS backend is not available")
-    return torch.device(device)
 
 
 @dataclass
-class EncoderModel:
-    """A loaded image-text model with what scoring needs to know about it.
-
-    Embeddings come back as float32 numpy arrays with unit-norm rows,
-    whatever precision the model runs in.
-    """
+class TransformersModel(EncoderModel):
+    """A transformers checkpoint with `get_text_features` and `get_image_features`."""
 
     name: str
     model: torch.nn.Module
@@ -69,6 +35,8 @@ class EncoderModel:
     fingerprint: str
     logit_scale: float = field(init=False)
     logit_bias: float = field(init=False)
+    notes: list[str] = field(default_factory=list)
+    backend = "transformers"
 
     def __post_init__(self) -> None:
         self.logit_scale, self.logit_bias = _logit_scale_and_bias(self.model)
@@ -80,11 +48,6 @@ class EncoderModel:
         # token, so its embeddings depend on the padding; the pipeline pads to 64.
         self._pad_to_max = "siglip" in self.model.config.model_type
         self.max_text_length = _max_text_length(self.tokenizer, self.model.config)
-
-    @property
-    def key(self) -> str:
-        """Identifies this model and precision in cache keys."""
-        return f"{self.fingerprint}|{str(self.dtype).removeprefix('torch.')}"
 
     def text_inputs(self, prompts: Sequence[str]) -> dict[str, torch.Tensor]:
         """Tokenised prompts on the model's device, with only the arguments the model takes."""
@@ -124,16 +87,6 @@ class EncoderModel:
                 progress(len(rows))
         return normalise(embeddings)
 
-    def preprocess(self, images: Sequence[Image.Image]) -> dict[str, torch.Tensor]:
-        """The image processor's tensors on the CPU, as a data-loader worker would make them."""
-        return dict(self.image_processor(images=list(images), return_tensors="pt"))
-
-    def encode_images(self, images: Sequence[Image.Image]) -> np.ndarray:
-        """Unit-norm image embeddings. # [n_images, dim]"""
-        if not images:
-            return np.zeros((0, self.dim), np.float32)
-        return self.encode_pixels(self.preprocess(images))
-
     @torch.inference_mode()
     def encode_pixels(self, pixels: dict[str, torch.Tensor]) -> np.ndarray:
         """Unit-norm embeddings of already-preprocessed images. # [n_images, dim]"""
@@ -150,7 +103,7 @@ class EncoderModel:
         return int(getattr(config, "projection_dim", None) or config.text_config.hidden_size)
 
 
-def load_model(name: str = DEFAULT_MODEL, device: str = "auto") -> EncoderModel:
+def load_transformers(name: str, device: str = "auto") -> TransformersModel:
     """Load a checkpoint by hub id or directory; fp16 on CUDA, float32 elsewhere."""
     from transformers import AutoModel, AutoProcessor
 
@@ -165,7 +118,7 @@ def load_model(name: str = DEFAULT_MODEL, device: str = "auto") -> EncoderModel:
     return wrap_model(model, processor, name, target)
 
 
-def wrap_model(model: torch.nn.Module, processor: object, name: str, device: torch.device | str = "cpu") -> EncoderModel:
+def wrap_model(model: torch.nn.Module, processor: object, name: str, device: torch.device | str = "cpu") -> TransformersModel:
     """Wrap an already-built model and processor (used by `load_model`, tests and benchmarks)."""
     if not (hasattr(model, "get_text_features") and hasattr(model, "get_image_features")):
         raise ModelLoadError(f"{name!r} is a {type(model).__name__}, not an image-text model with text and image encoders")
@@ -174,7 +127,7 @@ def wrap_model(model: torch.nn.Module, processor: object, name: str, device: tor
     device = torch.device(device)
     model = model.to(device).eval()
     dtype = next(model.parameters()).dtype
-    return EncoderModel(name, model, processor, device, dtype, _fingerprint(name, model))
+    return TransformersModel(name, model, processor, device, dtype, _fingerprint(name, model))
 
 
 def _pooled(output) -> np.ndarray:

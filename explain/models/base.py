@@ -1,0 +1,94 @@
+"""The one interface every backend's model has, and what all backends share.
+
+`EncoderModel` is what the engine, evaluation and the app use: unit-norm
+text and image embeddings, the model's own logit scale and bias, and a
+fingerprint for cache keys. Nothing above this package knows which library
+built a model. Backends live beside it: `transformers_backend` and
+`open_clip_backend`; `loader` picks one from the name.
+"""
+
+from __future__ import annotations
+
+import os
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+from explain.errors import ModelLoadError
+
+DEFAULT_MODEL = "openai/clip-vit-base-patch32"
+DEVICES = ("auto", "cpu", "cuda", "mps")
+TEXT_BATCH = 64  # prompts per text forward once sorted by length; chosen by measuring (bench/bench_text_encoding.py)
+
+
+def configured_models(flags: Sequence[str] | None = None) -> list[str]:
+    """Model names from --model flags, else $EXPLAIN_MODEL (comma-separated), else the default."""
+    names = list(flags or [name.strip() for name in os.environ.get("EXPLAIN_MODEL", "").split(",") if name.strip()])
+    return list(dict.fromkeys(names)) or [DEFAULT_MODEL]
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """Pick the device: CUDA, then Apple's MPS, then the CPU, unless one is named."""
+    if device not in DEVICES:
+        raise ModelLoadError(f"unknown device {device!r}; choose one of {', '.join(DEVICES)}")
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ModelLoadError("--device cuda was asked for but no CUDA GPU is available")
+    if device == "mps" and not torch.backends.mps.is_available():
+        raise ModelLoadError("--device mps was asked for but Apple's MPS backend is not available")
+    return torch.device(device)
+
+
+class EncoderModel(ABC):
+    """A loaded image-text model with what scoring needs to know about it.
+
+    Embeddings come back as float32 numpy arrays with unit-norm rows,
+    whatever precision the model runs in. Subclasses set `name`, `device`,
+    `dtype`, `fingerprint`, `logit_scale`, `logit_bias`, `max_text_length`,
+    `dim` and `image_processor` (a picklable callable
+    `image_processor(images=[...], return_tensors="pt")` -> dict of tensors,
+    run in data-loader workers), and may add `notes` for the user.
+    """
+
+    name: str
+    device: torch.device
+    dtype: torch.dtype
+    fingerprint: str
+    logit_scale: float
+    logit_bias: float
+    max_text_length: int
+    dim: int
+    image_processor: Callable
+    notes: list[str]
+    backend: str = "model"
+
+    @property
+    def key(self) -> str:
+        """Identifies this model, its backend and precision in cache keys."""
+        return f"{self.backend}:{self.fingerprint}|{str(self.dtype).removeprefix('torch.')}"
+
+    @abstractmethod
+    def encode_texts(self, prompts: Sequence[str], batch_size: int = TEXT_BATCH, progress: Callable[[int], None] | None = None) -> np.ndarray:
+        """Unit-norm text embeddings, in the order given; `progress(n)` after each batch. # [n_prompts, dim]"""
+
+    def preprocess(self, images: Sequence[Image.Image]) -> dict[str, torch.Tensor]:
+        """The image tensors on the CPU, as a data-loader worker would make them."""
+        return dict(self.image_processor(images=list(images), return_tensors="pt"))
+
+    def encode_images(self, images: Sequence[Image.Image]) -> np.ndarray:
+        """Unit-norm image embeddings. # [n_images, dim]"""
+        if not images:
+            return np.zeros((0, self.dim), np.float32)
+        return self.encode_pixels(self.preprocess(images))
+
+    @abstractmethod
+    def encode_pixels(self, pixels: dict[str, torch.Tensor]) -> np.ndarray:
+        """Unit-norm embeddings of already-preprocessed images. # [n_images, dim]"""

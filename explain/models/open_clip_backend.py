@@ -1,0 +1,139 @@
+"""The OpenCLIP backend: CLIPA, EVA-CLIP, DFN and every other model open_clip builds.
+
+Three name forms, as open_clip knows them: `hf-hub:ORG/REPO` (a repository
+with `open_clip_config.json`), `open_clip:ARCH/PRETRAINED_TAG` (a built-in
+architecture and one of its pretrained tags) and a local directory holding
+`open_clip_config.json` with its weights (open_clip's `local-dir:`). Each
+model keeps its own tokenizer and context length (CLIPA: 32), its own
+evaluation transform (`preprocess_val`), its logit scale (stored as a log)
+and its logit bias where it has one. This module only loads and encodes.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from explain.errors import ModelLoadError, first_line
+from explain.models.base import TEXT_BATCH, EncoderModel, resolve_device
+from explain.scoring import normalise
+
+PREFIX = "open_clip:"
+HUB_PREFIX = "hf-hub:"
+CONFIG_FILE = "open_clip_config.json"
+
+
+def is_open_clip_name(name: str) -> bool:
+    """Whether a model name is one of open_clip's forms rather than a transformers id or folder."""
+    return name.startswith((PREFIX, HUB_PREFIX)) or (Path(name).is_dir() and (Path(name) / CONFIG_FILE).is_file())
+
+
+class OpenClipImages:
+    """open_clip's evaluation transform, called the way a transformers image processor is (picklable)."""
+
+    def __init__(self, transform: Callable):
+        self.transform = transform
+
+    def __call__(self, images, return_tensors: str = "pt") -> dict[str, torch.Tensor]:
+        return {"pixel_values": torch.stack([self.transform(image) for image in images])}
+
+
+class OpenClipModel(EncoderModel):
+    """A model built by open_clip, with `encode_text` and `encode_image`."""
+
+    backend = "open_clip"
+
+    def __init__(self, name: str, model: torch.nn.Module, transform: Callable, tokenizer: Callable, device: torch.device, fingerprint: str, notes=()):
+        self.name, self.model, self.tokenizer, self.device = name, model.to(device).eval(), tokenizer, device
+        self.dtype = next(model.parameters()).dtype
+        self.fingerprint = fingerprint
+        self.image_processor = OpenClipImages(transform)
+        self.notes = list(notes)
+        with torch.no_grad():
+            self.logit_scale = float(model.logit_scale.detach().float().exp())  # stored as its log
+            bias = getattr(model, "logit_bias", None)
+            self.logit_bias = float(bias.detach().float()) if bias is not None else 0.0
+        self.max_text_length = int(getattr(tokenizer, "context_length", 77))
+        self.dim = int(self.encode_texts(["a"]).shape[1])
+
+    @torch.inference_mode()
+    def encode_texts(self, prompts: Sequence[str], batch_size: int = TEXT_BATCH, progress: Callable[[int], None] | None = None) -> np.ndarray:
+        """Unit-norm text embeddings, in order. open_clip pads every prompt to the context length, so
+        sorting by length would gain nothing here. # [n_prompts, dim]"""
+        rows = []
+        for start in range(0, len(prompts), batch_size):
+            batch = list(prompts[start : start + batch_size])
+            tokens = self.tokenizer(batch).to(self.device)
+            rows.append(self.model.encode_text(tokens).float().cpu().numpy())
+            if progress is not None:
+                progress(len(batch))
+        return normalise(np.concatenate(rows)) if rows else np.zeros((0, getattr(self, "dim", 0)), np.float32)
+
+    @torch.inference_mode()
+    def encode_pixels(self, pixels: dict[str, torch.Tensor]) -> np.ndarray:
+        images = pixels["pixel_values"].to(self.device, self.dtype)
+        return normalise(self.model.encode_image(images).float().cpu().numpy())
+
+
+def load_open_clip(name: str, device: str = "auto") -> OpenClipModel:
+    """Load a model by one of open_clip's name forms; fp16 on CUDA, float32 elsewhere."""
+    try:
+        import open_clip
+    except ImportError as error:  # open_clip needs torchvision, which not every torch build has beside it
+        raise ModelLoadError(f"cannot load {name!r}: open_clip is not importable ({first_line(error)}); pip install open_clip_torch") from None
+    target = resolve_device(device)
+    precision = "fp16" if target.type == "cuda" else "fp32"
+    notes: list[str] = []
+    if name.startswith(PREFIX):
+        arch, _, tag = name[len(PREFIX) :].partition("/")
+        arch, tag = _checked_arch_and_tag(open_clip, arch, tag, notes)
+        model_name, pretrained, fingerprint = arch, tag, f"{arch}/{tag}"
+    elif name.startswith(HUB_PREFIX):
+        model_name, pretrained, fingerprint = name, None, name
+    else:
+        folder = Path(name).resolve()
+        model_name, pretrained, fingerprint = f"local-dir:{folder}", None, _folder_fingerprint(folder)
+    try:
+        model, _, transform = open_clip.create_model_and_transforms(model_name, pretrained=pretrained, precision=precision, device=target)
+        tokenizer = open_clip.get_tokenizer(model_name)
+    except Exception as error:  # open_clip raises RuntimeError, ValueError, OSError... for a bad name or no network
+        hint = "" if Path(name).is_dir() else "; without internet, pass --model DIR with a folder holding open_clip_config.json and its weights"
+        raise ModelLoadError(f"cannot load model {name!r}: {first_line(error)}{hint}") from None
+    return OpenClipModel(name, model, transform, tokenizer, target, fingerprint, notes)
+
+
+def _checked_arch_and_tag(open_clip, arch: str, tag: str, notes: list[str]) -> tuple[str, str]:
+    """The architecture and tag to load, or one line naming near matches. Weights trained with
+    QuickGELU are loaded with the QuickGELU variant of their architecture, as their results need."""
+    models = open_clip.list_models()
+    if arch not in models:
+        near = difflib.get_close_matches(arch, models, n=5, cutoff=0.5)
+        raise ModelLoadError(f"open_clip has no architecture {arch!r}" + (f"; did you mean {', '.join(near)}?" if near else ""))
+    tags = open_clip.list_pretrained_tags_by_model(arch)
+    if not tag:
+        raise ModelLoadError(f"name a pretrained tag: open_clip:{arch}/TAG, where TAG is one of {', '.join(tags) or '(none)'}")
+    if tag not in tags:
+        near = difflib.get_close_matches(tag, tags, n=5, cutoff=0.4) or tags[:8]
+        raise ModelLoadError(f"open_clip has no pretrained tag {tag!r} for {arch}; its tags include {', '.join(near)}")
+    config = open_clip.get_pretrained_cfg(arch, tag) or {}
+    if config.get("quick_gelu") and not arch.endswith("-quickgelu") and f"{arch}-quickgelu" in models:
+        notes.append(
+            f"{arch}/{tag} was trained with QuickGELU; loading it as {arch}-quickgelu/{tag}, as the plain {arch} "
+            "architecture would cost accuracy"
+        )
+        arch = f"{arch}-quickgelu"
+    return arch, tag
+
+
+def _folder_fingerprint(folder: Path) -> str:
+    digest = hashlib.blake2b(str(folder).encode(), digest_size=12)
+    for file in sorted(folder.iterdir()):
+        if file.is_file():
+            info = file.stat()
+            digest.update(f"{file.name}:{info.st_size}:{info.st_mtime_ns}".encode())
+    return f"dir:{folder}@{digest.hexdigest()}"
