@@ -40,7 +40,7 @@ from descriptors.store import default_cache_dir, merge_descriptors, parse_descri
 from descriptors.validate import EMPTY, has_surrogate
 from explain import EmbeddingStore, Explainer, ExplainError, ModelLoadError, load_model, open_image
 from explain.engine import LONG_ENCODE
-from explain.charts import class_colours, contrast_figure, descriptor_figure, headline, ranking_figure, reference_score
+from explain.charts import class_colours, contrast_figure, descriptor_figure, headline, model_comparison_figure, ranking_figure, reference_score
 from explain.errors import first_line
 from explain.models import configured_models
 
@@ -153,6 +153,30 @@ def explain(models: Models, model_name: str | None, image, classes_text: str, de
     if problems:
         details.append(f"Descriptor warning: {problems[0]}" + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""))
     return ranking_figure(result), descriptor_figure(result), contrast, record, headline_html(result, " ".join(details)), ""
+
+
+def compare_models(models: Models, names: list[str], image, classes_text: str, descriptors: dict):
+    """The same image and descriptors under several models: (comparison HTML, disagreement figure, message)."""
+    chosen_models = [name for name in (names or []) if name in models.names]
+    if len(chosen_models) < 2:
+        return "", None, note("info", "Pick two or more models to compare.")
+    path = image_path(image)
+    if path is None:
+        return "", None, note("info", "Upload an image, paste one, or pick an example first.")
+    try:
+        chosen = chosen_classes(classes_text, descriptors)
+        picture = open_image(path, "The image")
+        results = {name: classify_on_device(models.get(name), picture, chosen, Path(path).name) for name in chosen_models}
+    except (DescriptorError, ExplainError) as error:
+        return "", None, note("error", f"Could not compare: {error}")
+    blocks = []
+    for name, result in results.items():
+        ranking = "".join(f"<li>{html.escape(entry.name)} {entry.probability:.1%}</li>" for entry in result.predictions[:5])
+        blocks.append(
+            f'<div class="descry-model"><div class="descry-model-name">{html.escape(short_name(name))}</div>'
+            f"{headline_html(result)}<ol>{ranking}</ol></div>"
+        )
+    return f'<div class="descry-compare">{"".join(blocks)}</div>', model_comparison_figure(results), ""
 
 
 def headline_html(result, details: str = "") -> str:
@@ -756,6 +780,9 @@ CSS = """
 .descry-versus { color: var(--body-text-color-subdued); }
 .descry-details { color: var(--body-text-color-subdued); font-size: 0.85rem; margin-top: 0.2em; }
 .descry-status { min-height: 1.5em; }
+.descry-compare { display: flex; flex-wrap: wrap; gap: 1em; }
+.descry-model { flex: 1 1 240px; }
+.descry-model-name { font-weight: 700; }
 /* Charts have transparent backgrounds; in dark mode their own text and grid follow the page. */
 .dark .js-plotly-plot g[class$="tick"] text, .dark .js-plotly-plot .g-gtitle text,
 .dark .js-plotly-plot .g-xtitle text, .dark .js-plotly-plot .g-ytitle text, .dark .js-plotly-plot .legendtext {
@@ -824,6 +851,11 @@ def build_app(models: Models, load_error: str | None = None) -> gr.Blocks:
                     descriptor_plot = gr.Plot(label="Descriptors of the top classes", show_label=False, elem_id="descriptor-plot")
                     contrast_plot = gr.Plot(label="Top class against the runner-up", show_label=False, elem_id="contrast-plot")
                     ranking_plot = gr.Plot(label="Class ranking", show_label=False, elem_id="ranking-plot")
+                    with gr.Accordion("Compare models on this image", open=False, visible=len(models.names) > 1):
+                        compare_models_box = gr.CheckboxGroup([(short_name(n), n) for n in models.names], value=models.names, label="Models")
+                        compare_button = gr.Button("Compare", size="sm")
+                        comparison = gr.HTML(elem_id="descry-comparison")
+                        comparison_plot = gr.Plot(show_label=False, elem_id="comparison-plot")
                     with gr.Accordion("Result as JSON", open=False):
                         result_json = gr.JSON(label="Result")
 
@@ -836,7 +868,9 @@ def build_app(models: Models, load_error: str | None = None) -> gr.Blocks:
                 with gr.Column(scale=4, min_width=320):
                     dataset_zip = gr.File(label=f"Zip of an ImageFolder tree (up to {MAX_ZIP_BYTES // 2**20} MB)", file_types=[".zip"])
                     server_folder = gr.Dropdown(data_folders(), label="Or a folder on the server", visible=bool(os.environ.get("DESCRY_DATA_ROOT")))
-                    eval_models = gr.CheckboxGroup(models.names, value=models.names, label="Models", visible=len(models.names) > 1)
+                    eval_models = gr.CheckboxGroup(
+                        [(short_name(n), n) for n in models.names], value=models.names, label="Models", visible=len(models.names) > 1
+                    )
                     limit = gr.Number(0, label="Evaluate at most this many images (0: all)", precision=0, minimum=0)
                     evaluate_button = gr.Button("Evaluate", variant="primary")
                     eval_status = gr.Markdown(elem_classes="descry-status", elem_id="eval-status")
@@ -925,6 +959,14 @@ def build_app(models: Models, load_error: str | None = None) -> gr.Blocks:
         remove_button.click(remove_class, [classes, editing], classes, **quiet).then(
             editor_choices, [classes, session, editing], [editing, features], **quiet
         ).then(**fresh).then(**keep)
+
+        def compare(names, image_value, classes_text, descriptors):
+            return compare_models(models, names, image_value, classes_text, descriptors)
+
+        compare_button.click(
+            compare, [compare_models_box, image, classes, session], [comparison, comparison_plot, message],
+            preprocess=False, api_visibility="private",
+        )  # fmt: skip
 
         gate = LLMGate()
 

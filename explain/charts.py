@@ -255,3 +255,37 @@ def _styled(figure: go.Figure) -> go.Figure:
     figure.update_xaxes(**grid, showgrid=True)
     figure.update_yaxes(gridcolor=grid["gridcolor"], zerolinecolor=grid["zerolinecolor"])
     return figure
+
+
+def model_comparison_figure(results: dict[str, Classification], top: int = 10) -> go.Figure:
+    """The descriptors whose scores differ most between models, each model's bars side by side.
+
+    Models differ in scale (their logit scales and biases), so each score is
+    drawn relative to that model's own reference, the mean descriptor score
+    of the image; the spread between models is measured in those units.
+    """
+    names = list(results)
+    relative: dict[str, dict[tuple[str, str], float]] = {}
+    for name, result in results.items():
+        reference = reference_score(result)
+        relative[name] = {(entry.name, d.descriptor): d.score - reference for entry in result.predictions for d in entry.descriptors}
+    shared = [key for key in relative[names[0]] if all(key in relative[n] for n in names[1:])]
+    spread = sorted(shared, key=lambda key: max(relative[n][key] for n in names) - min(relative[n][key] for n in names), reverse=True)
+    shown = spread[:top][::-1]  # the largest difference on top
+    labels = [f"{safe(d)} <span style='opacity:0.7'>({safe(c, None)})</span>" for c, d in shown]
+    figure = _figure()
+    palette = ("#1f77b4", "#e377c2", "#8c564b", "#17becf", "#bcbd22")
+    for k, name in enumerate(names):
+        figure.add_bar(
+            y=list(range(len(shown))), x=[relative[name][key] for key in shown], orientation="h", name=safe(name, None),
+            marker_color=palette[k % len(palette)],
+            hovertemplate=f"{safe(name, None)}<br>%{{x:+.2f}} against its image mean<extra></extra>",
+        )  # fmt: skip
+    figure.update_layout(
+        title=dict(text="Descriptors the models disagree on most"), barmode="group",
+        xaxis=dict(title=dict(text="score − the model's mean descriptor score of this image")),
+        yaxis=dict(tickvals=list(range(len(shown))), ticktext=labels, automargin=True),
+        legend=dict(orientation="h", x=0, y=-0.25, yanchor="top"),
+        height=max(280, 170 + 18 * len(names) * len(shown)),
+    )  # fmt: skip
+    return _styled(figure)

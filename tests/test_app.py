@@ -508,3 +508,16 @@ def test_long_encodes_report_progress_in_the_page(models, image_file):
     shown.clear()
     app.explain(models, None, image_file, "tree frog, tailed frog", FROGS, app.progress_for(progress))
     assert shown == []  # a handful of prompts: no progress display
+
+
+def test_models_side_by_side(clip_dir, siglip_dir, image_file):
+    models = app.Models([str(clip_dir), str(siglip_dir)], device="cpu")
+    html_out, figure, message = app.compare_models(models, models.names, image_file, "tree frog, tailed frog, bullfrog", FROGS)
+    assert message == "" and html_out.count('class="descry-model"') == 2
+    for name in models.names:
+        assert app.short_name(name) in html_out
+    assert [trace.name for trace in figure.data] == [str(clip_dir), str(siglip_dir)]
+    assert len(figure.data[0].x) == 10  # the ten descriptors they disagree on most
+    spreads = [abs(a - b) for a, b in zip(figure.data[0].x, figure.data[1].x)]
+    assert spreads[-1] == max(spreads)  # the largest disagreement is drawn on top
+    assert "Pick two or more" in app.compare_models(models, models.names[:1], image_file, "tree frog", FROGS)[2]
