@@ -6,7 +6,7 @@ of plain values (paths, strings, dicts) that calls `explain` and
 wires them to components. Models load once per process and are shared
 read-only; each browser session keeps its own descriptor set in `gr.State`.
 
-    python app.py [--model HUB_ID_OR_DIR ...] [--port N] [--share]
+    python app.py [--model MODEL ...] [--port N] [--share]
 """
 
 from __future__ import annotations
@@ -1089,7 +1089,7 @@ def launch_options(port: int, share: bool = False) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Descry web app")
-    parser.add_argument("--model", action="append", metavar="HUB_ID_OR_DIR", help="repeat to offer a model picker (default: $EXPLAIN_MODEL)")
+    parser.add_argument("--model", action="append", metavar="MODEL", help="repeat to offer a model picker (default: $EXPLAIN_MODEL)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", 7860)))
     parser.add_argument("--share", action="store_true", help="ask Gradio for a public link")

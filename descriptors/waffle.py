@@ -45,7 +45,8 @@ class WaffleShape:
     mean word length of the class names; `pattern`: "a" for a random
     character and " " for a ", " break, from the mean number of spaces and
     the mean longest word of the class names; `characters`: every character
-    used in the descriptors except space, "," and ".".
+    used in the descriptors except space, "," and "." (the class names'
+    characters when there are no descriptors at all).
     """
 
     words: int
@@ -61,6 +62,8 @@ def waffle_shape(labels: Sequence[str], descriptors: Sequence[Sequence[str]]) ->
     word_length = int(np.round(np.mean([np.mean([len(w) for w in name.split(" ")]) for name in spaced])))
     # Characters: their code splits descriptors on spaces and drops "," and "."; an empty class list counts as "".
     characters = sorted({c for values in descriptors for text in (values or [""]) for c in text} - {" ", ",", "."})
+    if not characters:  # no class has a descriptor (WaffleCLIP would fail here): draw from the names instead
+        characters = sorted({c for label in spaced for c in label} - {" ", ",", "."})
     # The noise pattern comes from the raw names: their spaces, and their longest word.
     breaks = int(np.round(np.mean([label.count(" ") for label in labels]))) + 1
     length = int(np.ceil(np.mean([max(len(w) for w in label.split(" ")) for label in labels])))

@@ -40,8 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     classify.add_argument(
         "--model",
         default=None,
-        metavar="HUB_ID_OR_DIR",
-        help=f"CLIP-family checkpoint (default: the first of $EXPLAIN_MODEL, else {DEFAULT_MODEL})",
+        metavar="MODEL",
+        help=f"hub id, hf-hub:ORG/REPO, open_clip:ARCH/TAG or a folder (default: the first of $EXPLAIN_MODEL, else {DEFAULT_MODEL})",
     )
     classify.add_argument("--device", default="auto", choices=DEVICES, help="default: auto (CUDA with fp16, MPS, CPU)")
     classify.add_argument("--template", default=DEFAULT_TEMPLATE, help=f'baseline prompt (default: "{DEFAULT_TEMPLATE}")')
@@ -54,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser("evaluate", help="evaluate a dataset: metrics, views and descriptor diagnostics")
     evaluate.add_argument("data", metavar="DATA", help="an ImageFolder tree (DATA/<class>/<image>) or a CSV of path,label")
     evaluate.add_argument("--descriptors", required=True, metavar="FILE.json")
-    evaluate.add_argument("--model", action="append", metavar="HUB_ID_OR_DIR", help=f"repeat to compare models (default: $EXPLAIN_MODEL or {DEFAULT_MODEL})")
+    evaluate.add_argument("--model", action="append", metavar="MODEL", help=f"repeat to compare models (default: $EXPLAIN_MODEL or {DEFAULT_MODEL})")
     evaluate.add_argument("--out", type=Path, default=Path("evaluation"), metavar="DIR", help="where the reports go (default: ./evaluation)")
     evaluate.add_argument("--batch-size", type=int, default=32, metavar="N")
     evaluate.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1), metavar="N", help="image-decoding processes")

@@ -2,6 +2,7 @@
 against open_clip's own forward pass; the name forms and their errors; caches kept apart by backend."""
 
 import numpy as np
+import open_clip  # a requirement: CI runs these tests, never skips them
 import pytest
 import torch
 
@@ -9,8 +10,6 @@ from explain import EmbeddingStore, Explainer, ModelLoadError, load_model
 from explain.evaluate import PromptRecipe, load_dataset, run_evaluation
 from tests.conftest import FROGS, random_image
 from tests.tiny_models import save_tiny_open_clip
-
-open_clip = pytest.importorskip("open_clip")
 
 
 @pytest.fixture(scope="module", params=["quickgelu", "bias", "timm"])

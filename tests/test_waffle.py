@@ -83,3 +83,8 @@ def test_draws_equal_waffleclips_own_calls():
     chosen_name = np.random.choice(names)
     shared, chosen = draw_waffle(shape, len(names), pairs, seed)
     assert names[chosen] == chosen_name and shared == per_class[chosen_name]
+
+
+def test_classes_without_any_descriptor_still_get_a_control():
+    plan = waffle_prompts({"newt": [], "toad": []}, pairs=2, seed=0)
+    assert plan.counts == (4, 4) and set("".join(plan.descriptors[1::2])) - {",", " "} <= set("newtoad")
