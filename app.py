@@ -155,6 +155,45 @@ def explain(models: Models, model_name: str | None, image, classes_text: str, de
     return ranking_figure(result), descriptor_figure(result), contrast, record, headline_html(result, " ".join(details)), ""
 
 
+MAP_SEPARATOR = " · "
+
+
+def map_choices(record: dict | None, current: str | None = None):
+    """The descriptors of the top two classes, for the "where does it match?" picker."""
+    if not record or not record.get("predictions"):
+        return gr.update(choices=[], value=None)
+    choices = [f"{p['class']}{MAP_SEPARATOR}{d['descriptor']}" for p in record["predictions"][:2] if not p.get("fallback") for d in p["descriptors"]]
+    return gr.update(choices=choices, value=current if current in choices else (choices[0] if choices else None))
+
+
+def descriptor_map(models: Models, model_name: str | None, image, classes_text: str, descriptors: dict, choice: str | None, alone: bool = False):
+    """The chosen descriptor's map over the image: (overlay image or None, caption)."""
+    from explain.overlays import overlay
+
+    path = image_path(image)
+    if not path or not choice or MAP_SEPARATOR not in choice:
+        return None, "Pick a descriptor to see where in the image it matches."
+    class_name, descriptor = choice.split(MAP_SEPARATOR, 1)
+    try:
+        chosen = chosen_classes(classes_text, descriptors)
+        picture = open_image(path, "The image")
+        maps = models.get(model_name).heatmaps(picture, chosen, [class_name], alone=alone, name=Path(path).name)
+    except (DescriptorError, ExplainError) as error:
+        return None, f"No map: {error}"
+    entry = next((m for m in maps.maps if m.descriptor == descriptor), None)
+    if entry is None:
+        return None, "That descriptor is no longer in the list; pick another."
+    grids = maps.grids
+    low, high = float(grids.min()), float(grids.max())
+    height, width = entry.grid.shape
+    caption = (
+        f"Where “{descriptor}” matches for {class_name}: its score at each of {height}×{width} patches, from {low:.2f} (dark blue) "
+        f"to {high:.2f} (yellow), the same units as its bar and one scale for all of {class_name}'s descriptors. "
+        f"Prompt: “{entry.prompt}”. Greyed: outside the centre square the model saw. Method: ClearCLIP (Lan et al., ECCV 2024)."
+    )
+    return overlay(picture, entry.grid, low, high, maps.region), caption
+
+
 def compare_models(models: Models, names: list[str], image, classes_text: str, descriptors: dict):
     """The same image and descriptors under several models: (comparison HTML, disagreement figure, message)."""
     chosen_models = [name for name in (names or []) if name in models.names]
@@ -449,6 +488,26 @@ def api_classify(models: Models, image, classes: str, descriptors: str = "", mod
     if len(result.predictions) > 1:
         record["contrast"] = result.contrast().to_dict()
     return record
+
+
+def api_heatmap(models: Models, image, classes: str, class_name: str, descriptor: str, descriptors: str = "", alone: bool = False, model: str = "") -> dict:
+    """API: one descriptor's map, as plain numbers."""
+    try:
+        data = distinct_keys(parse_descriptors(parse_json(descriptors, "descriptors"), "descriptors")) if descriptors.strip() else load_descriptors(SHIPPED)
+        path = image_path(image)
+        if path is None:
+            raise DescriptorError("no image was given")
+        chosen = chosen_classes(classes, data)
+        maps = models.get(model or None).heatmaps(open_image(path, "the image"), chosen, [class_name], alone=bool(alone), name=upload_name(image))
+    except (DescriptorError, ExplainError) as error:
+        raise gr.Error(str(error)) from None
+    entry = next((m for m in maps.maps if m.descriptor == descriptor), None)
+    if entry is None:
+        raise gr.Error(f"{descriptor!r} is not one of the descriptors of {class_name!r}")
+    return {
+        "grid": entry.grid.tolist(), "grid_size": list(entry.grid.shape), "prompt": entry.prompt,
+        "region": list(maps.region), "input_size": maps.input_size, "class": entry.class_name, "descriptor": entry.descriptor,
+    }  # fmt: skip
 
 
 def api_generate(classes: str, llm_factory=None, gate: LLMGate | None = None, session: str = "local", token: str = "") -> dict:
@@ -849,6 +908,12 @@ def build_app(models: Models, load_error: str | None = None) -> gr.Blocks:
                 with gr.Column(scale=6, min_width=320):
                     headline_box = gr.HTML(elem_id="descry-headline")
                     descriptor_plot = gr.Plot(label="Descriptors of the top classes", show_label=False, elem_id="descriptor-plot")
+                    with gr.Accordion("Where in the image does a descriptor match?", open=False, elem_id="descry-where"):
+                        with gr.Row():
+                            where_picker = gr.Dropdown([], label="Descriptor", scale=4)
+                            where_alone = gr.Checkbox(False, label="the descriptor alone (without the class name)", scale=2)
+                        where_image = gr.Image(label="Map", interactive=False, height=320, elem_id="descry-map")
+                        where_caption = gr.Markdown(elem_id="descry-map-caption")
                     contrast_plot = gr.Plot(label="Top class against the runner-up", show_label=False, elem_id="contrast-plot")
                     ranking_plot = gr.Plot(label="Class ranking", show_label=False, elem_id="ranking-plot")
                     with gr.Accordion("Compare models on this image", open=False, visible=len(models.names) > 1):
@@ -910,22 +975,23 @@ def build_app(models: Models, load_error: str | None = None) -> gr.Blocks:
         charts = [ranking_plot, descriptor_plot, contrast_plot, result_json, headline_box]
         quiet = dict(api_visibility="private", show_progress="hidden")
 
-        def score(model_name, image_value, classes_text, descriptors):
+        def score(model_name, image_value, classes_text, descriptors, current=None):
             """Score after a user action: its message replaces the last one (or clears it)."""
-            return explain(models, model_name, image_value, classes_text, descriptors)
+            shown = explain(models, model_name, image_value, classes_text, descriptors)
+            return *shown, map_choices(shown[3], current)
 
-        def score_after(model_name, image_value, classes_text, descriptors, progress=gr.Progress()):
+        def score_after(model_name, image_value, classes_text, descriptors, current=None, progress=gr.Progress()):
             """Score as a follow-on of another action: keep that action's message unless scoring fails.
 
             A large new set (an upload, a reset, an LLM's answers) shows its encoding progress over the message area.
             """
             *shown, problem = explain(models, model_name, image_value, classes_text, descriptors, progress_for(progress))
-            return *shown, problem or gr.skip()
+            return *shown, problem or gr.skip(), map_choices(shown[3], current)
 
         # The image goes in unprocessed (a path), so that a file that is no image becomes a message, not a crash.
-        fresh = dict(fn=score, inputs=[model, image, classes, session], outputs=[*charts, message], preprocess=False, **quiet)
+        fresh = dict(fn=score, inputs=[model, image, classes, session, where_picker], outputs=[*charts, message, where_picker], preprocess=False, **quiet)
         follow = dict(
-            fn=score_after, inputs=[model, image, classes, session], outputs=[*charts, message], preprocess=False,
+            fn=score_after, inputs=[model, image, classes, session, where_picker], outputs=[*charts, message, where_picker], preprocess=False,
             api_visibility="private", show_progress="minimal", show_progress_on=[message],
         )  # fmt: skip
 
@@ -934,17 +1000,26 @@ def build_app(models: Models, load_error: str | None = None) -> gr.Blocks:
 
         keep = dict(fn=remember, inputs=[session, classes], outputs=[remembered, download_button], **quiet)
 
-        def type_features(model_name, image_value, classes_text, descriptors, class_name, text):
-            """One request per keystroke: edit, score, remember, refresh the download."""
+        def type_features(model_name, image_value, classes_text, descriptors, class_name, text, current):
+            """One request per keystroke: edit, score, remember, refresh the download and the map picker."""
             updated = edit_features(descriptors, class_name, text)
             shown = explain(models, model_name, image_value, classes_text, updated)
             saved, download = remember(updated, classes_text)
-            return updated, *shown, saved, download
+            return updated, *shown, saved, download, map_choices(shown[3], current)
 
         features.input(
-            type_features, [model, image, classes, session, editing, features],
-            [session, *charts, message, remembered, download_button], trigger_mode="always_last", preprocess=False, **quiet,
+            type_features, [model, image, classes, session, editing, features, where_picker],
+            [session, *charts, message, remembered, download_button, where_picker], trigger_mode="always_last", preprocess=False, **quiet,
         )  # fmt: skip
+
+        def show_where(model_name, image_value, classes_text, descriptors, choice, alone):
+            return descriptor_map(models, model_name, image_value, classes_text, descriptors, choice, alone)
+
+        for event in (where_picker.change, where_alone.change):
+            event(
+                show_where, [model, image, classes, session, where_picker, where_alone], [where_image, where_caption],
+                preprocess=False, api_visibility="private", trigger_mode="always_last",
+            )  # fmt: skip
         # A new image (uploaded, pasted, an example, or restored from a link) is scored without touching the message.
         # A visitor's own upload is a new action, so it is also scored as one: its message replaces the last one.
         # Both give the same message whatever their order: an error if there is one, else the last one or none.
@@ -1046,9 +1121,27 @@ def build_app(models: Models, load_error: str | None = None) -> gr.Blocks:
             """
             return api_generate(classes, gate=gate, session=session_of(request), token=token)
 
+        def heatmap(image: FileData, classes: str, class_name: str, descriptor: str, descriptors: str = "", alone: bool = False, model: str = "") -> dict:
+            """Where in the image one descriptor matches: its score at every patch (ClearCLIP maps).
+
+            Parameters:
+                image: the image (JPEG, PNG, WebP, ...), e.g. handle_file("photo.jpg").
+                classes: the candidate classes, comma-separated.
+                class_name: the class whose descriptor to map.
+                descriptor: the descriptor, as written in the class's list.
+                descriptors: a JSON object {"class": ["feature", ...]}; "" uses the shipped demo set.
+                alone: true to map the descriptor without its class name in the prompt.
+                model: one of the app's models; "" uses the first.
+            Returns:
+                {"grid": [[score, ...], ...] (rows top to bottom, in the same units as the descriptor's bar), "grid_size": [rows, columns], "prompt": the text encoded, "region": [left, top, right, bottom] of the image the grid covers, "input_size": null or the square size fed to the model}.
+            """
+            return api_heatmap(models, image, classes, class_name, descriptor, descriptors, alone, model)
+
         gr.api(classify, api_name="classify")
+        gr.api(heatmap, api_name="heatmap")
         gr.api(generate_descriptors, api_name="generate_descriptors")
         describe_api(app, "classify", classify)
+        describe_api(app, "heatmap", heatmap)
         describe_api(app, "generate_descriptors", generate_descriptors)
     # Several requests at once: a visitor with a small request is not stuck behind a heavy one.
     app.queue(default_concurrency_limit=CONCURRENT_REQUESTS)

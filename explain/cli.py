@@ -14,6 +14,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
+
 from descriptors import DEFAULT_TEMPLATE, PROMPT_STYLES, DescriptorError, PromptStyle, load_descriptors, parse_class_list, select_classes
 from descriptors.prompts import check_template
 from descriptors.waffle import DEFAULT_PAIRS
@@ -48,6 +50,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_prompt_flags(classify)
     classify.add_argument("--json", action="store_true", help="print one JSON object per image, one per line")
     classify.add_argument("--top", type=int, default=5, metavar="N", help="classes shown in the table (default: 5)")
+    classify.add_argument(
+        "--heatmaps", type=Path, metavar="DIR",
+        help="write where each descriptor of the top two classes matches: a PNG overlay per descriptor and an .npz of the grids per image",
+    )  # fmt: skip
+    classify.add_argument("--heatmap-size", type=_positive, default=None, metavar="PX", help="feed the image at PX square for a finer grid (e.g. 448)")
     classify.add_argument("--cache-dir", type=Path, default=None, help="embedding cache (default: $DESCRY_CACHE_DIR or ~/.cache/descry)")
     classify.add_argument("--no-cache", action="store_true", help="keep embeddings in memory only")
 
@@ -145,9 +152,39 @@ def classify_command(args: argparse.Namespace) -> int:
         if explainer is None:
             explainer = Explainer(load_model(args.model or configured_models()[0], args.device), store=_store(args))
             _notes(explainer)
-        for result in explainer.classify_many(images, descriptors, args.template, names, prompt_style(args), encode_progress):
+        results = explainer.classify_many(images, descriptors, args.template, names, prompt_style(args), encode_progress)
+        for image, result in zip(images, results):
             print(json.dumps(result.to_dict(), ensure_ascii=False) if args.json else format_table(result, args.top), flush=True)
+            if args.heatmaps is not None:
+                top = [entry.name for entry in result.predictions[:2]]
+                write_heatmaps(explainer.heatmaps(image, descriptors, top, args.heatmap_size, False, args.template, prompt_style(args), result.image), image, args.heatmaps)
     return 1 if failures else 0
+
+
+def write_heatmaps(maps, image, folder: Path) -> list[Path]:
+    """One .npz of the raw grids per image (grids [n, grid_h, grid_w] float32, with prompts, descriptors and
+    classes in the same order) and one PNG overlay per descriptor, on one colour scale per image."""
+    from explain.overlays import overlay
+
+    folder.mkdir(parents=True, exist_ok=True)
+    stem = Path(maps.image).stem or "image"
+    grids = maps.grids
+    written = [folder / f"{stem}.npz"]
+    np.savez_compressed(
+        written[0], grids=grids, prompts=np.array([m.prompt for m in maps.maps]), descriptors=np.array([m.descriptor for m in maps.maps]),
+        classes=np.array([m.class_name for m in maps.maps]), input_size=np.array(maps.input_size or 0), model=np.array(maps.model),
+        region=np.array(maps.region),
+    )  # fmt: skip
+    low, high = (float(grids.min()), float(grids.max())) if grids.size else (0.0, 1.0)
+    for k, entry in enumerate(maps.maps):
+        path = folder / f"{stem}-{_slug(entry.class_name)}-{k:02d}-{_slug(entry.descriptor)[:40]}.png"
+        overlay(image, entry.grid, low, high, maps.region).save(path)
+        written.append(path)
+    return written
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in text.lower()).strip("-") or "x"
 
 
 def encode_progress(total: int):

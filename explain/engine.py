@@ -22,11 +22,12 @@ from descriptors import DEFAULT_TEMPLATE, DESCRY, DescriptorError, PromptSet, Pr
 from explain.cache import EmbeddingLRU, EmbeddingStore
 from explain.images import content_key, open_image
 from explain.models import EncoderModel
-from explain.results import Classification, ClassScore, DescriptorScore
+from explain.results import Classification, ClassScore, DescriptorMap, DescriptorScore, Heatmaps
 from explain.scoring import class_scores, descriptor_scores, softmax
 
 OnEncode = Callable[[int], Callable[[int], None] | None]  # told how many prompts; may return a progress step
 LONG_ENCODE = 256  # new prompts from which the CLI and the app show progress (about 2 s on a CPU)
+PATCH_CACHE_BYTES = 64 * 2**20  # ClearCLIP patch grids: about 300 images of ViT-B/32 at 448 px
 TEXT_CACHE_BYTES = 256 * 2**20  # ~130k prompts at 512 dimensions
 IMAGE_CACHE_BYTES = 64 * 2**20  # ~32k images at 512 dimensions
 
@@ -49,6 +50,7 @@ class Explainer:
         self.store = store
         self._texts = EmbeddingLRU(text_cache_bytes)
         self._images = EmbeddingLRU(image_cache_bytes)
+        self._patches = EmbeddingLRU(PATCH_CACHE_BYTES)  # switching descriptors never re-runs the image tower
         self.texts_encoded = 0  # prompts that went through the text encoder
         self.images_encoded = 0  # images that went through the image encoder
 
@@ -126,6 +128,53 @@ class Explainer:
             )
             for i in range(len(images))
         ]
+
+    def heatmaps(
+        self,
+        image: Image.Image | str | Path | bytes,
+        descriptors: Mapping[str, Sequence[str]],
+        classes: Sequence[str] | None = None,
+        size: int | None = None,
+        alone: bool = False,
+        template: str = DEFAULT_TEMPLATE,
+        style: PromptStyle = DESCRY,
+        name: str | None = None,
+    ) -> Heatmaps:
+        """Where each descriptor of `classes` (default: the top two) matches in the image.
+
+        Each map is the descriptor's score at every patch (ClearCLIP patch
+        embeddings, see `EncoderModel.patch_embeddings`) with the same prompt
+        embedding that gives its bar; with `alone`, the prompt is the
+        descriptor without its class name, since the class name tends to
+        light up the whole object. Patch grids are cached per image and size.
+        """
+        label = name or (str(image) if isinstance(image, (str, Path)) else "image")
+        picture = open_image(image, label)
+        if classes is None:
+            classes = [entry.name for entry in self.classify(picture, descriptors, template, label, style).predictions[:2]]
+        chosen = {c: list(descriptors.get(c, [])) for c in classes}
+        plan = build_prompts(chosen, template, style)
+        prompts = [d if alone and plan.classes[k] not in plan.fallback else p
+                   for k in range(len(plan.classes)) for d, p in zip(plan.descriptors[plan.class_slice(k)], plan.prompts[plan.class_slice(k)])]  # fmt: skip
+        patches = self._patch_grid(picture, size)  # [grid_h, grid_w, dim]
+        height, width, dim = patches.shape
+        text = self.text_embeddings(prompts)  # [n_prompts, dim]
+        scores = descriptor_scores(patches.reshape(-1, dim), text, self.model.logit_scale, self.model.logit_bias)  # [patches, prompts]
+        grids = scores.T.reshape(len(prompts), height, width).astype(np.float32)
+        owners = [plan.classes[k] for k in range(len(plan.classes)) for _ in range(plan.counts[k])]
+        maps = tuple(DescriptorMap(c, d, p, g) for c, d, p, g in zip(owners, plan.descriptors, prompts, grids))
+        # CLIP's processor scales the short side and crops the centre square: the grid covers that square only.
+        side = min(picture.size)
+        left, top = (picture.width - side) // 2, (picture.height - side) // 2
+        return Heatmaps(label, self.model.name, size, alone, maps, (left, top, left + side, top + side))
+
+    def _patch_grid(self, picture: Image.Image, size: int | None) -> np.ndarray:
+        key = f"{content_key(picture)}@{size or 'native'}"
+        found = self._patches.get(self.model.key, key)
+        if found is None:
+            found = self.model.patch_embeddings(picture, size)
+            self._patches.put(self.model.key, key, found)
+        return found
 
     def _lookup(self, memory: EmbeddingLRU, kind: str, keys: list[str]) -> dict[str, np.ndarray]:
         found = memory.get_many(self.model.key, keys)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 
 @dataclass(frozen=True)
 class DescriptorScore:
@@ -99,3 +101,36 @@ class Classification:
             "predictions": [entry.to_dict() for entry in self.predictions],
             "baseline": [entry.to_dict(with_descriptors=False) for entry in self.baseline],
         }
+
+
+@dataclass(frozen=True)
+class DescriptorMap:
+    """Where one descriptor matches: its score at every image patch, in the same units as its bar."""
+
+    class_name: str
+    descriptor: str
+    prompt: str
+    grid: np.ndarray  # [grid_h, grid_w] logit_scale * cos(patch, prompt) + logit_bias
+
+
+@dataclass(frozen=True)
+class Heatmaps:
+    """Per-descriptor maps of one image: which patches each descriptor's prompt matches.
+
+    `input_size` is the square size the image was fed at (None: the model's
+    own); `alone` is True when the prompts were the descriptors without
+    their class names; `region` is the central square the processor cropped,
+    which is what the grid covers.
+    """
+
+    image: str
+    model: str
+    input_size: int | None
+    alone: bool
+    maps: tuple[DescriptorMap, ...]
+    region: tuple[int, int, int, int] = (0, 0, 0, 0)  # (left, top, right, bottom): the part of the image the model saw
+
+    @property
+    def grids(self) -> np.ndarray:
+        """All maps stacked. # [n_descriptors, grid_h, grid_w] float32"""
+        return np.stack([m.grid for m in self.maps]).astype(np.float32) if self.maps else np.zeros((0, 0, 0), np.float32)

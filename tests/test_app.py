@@ -521,3 +521,17 @@ def test_models_side_by_side(clip_dir, siglip_dir, image_file):
     spreads = [abs(a - b) for a, b in zip(figure.data[0].x, figure.data[1].x)]
     assert spreads[-1] == max(spreads)  # the largest disagreement is drawn on top
     assert "Pick two or more" in app.compare_models(models, models.names[:1], image_file, "tree frog", FROGS)[2]
+
+
+def test_the_map_of_a_descriptor_in_the_page(models, image_file, siglip_dir):
+    record = app.explain(models, None, image_file, "tree frog, tailed frog, bullfrog", FROGS)[3]
+    choices = app.map_choices(record)["choices"]
+    top = record["predictions"][0]
+    assert choices[0] == f"{top['class']} · {top['descriptors'][0]['descriptor']}"
+    picture, caption = app.descriptor_map(models, None, image_file, "tree frog, tailed frog, bullfrog", FROGS, choices[0])
+    assert picture.size == (64, 48 + 28) and "the same units as its bar" in caption
+    _, bare = app.descriptor_map(models, None, image_file, "tree frog, tailed frog, bullfrog", FROGS, choices[0], alone=True)
+    assert f"Prompt: “{top['descriptors'][0]['descriptor']}”" in bare
+    siglip_models = app.Models([str(siglip_dir)], device="cpu")
+    picture, caption = app.descriptor_map(siglip_models, None, image_file, "tree frog", FROGS, f"tree frog · {FROGS['tree frog'][0]}")
+    assert picture is None and "SigLIP has no class token" in caption

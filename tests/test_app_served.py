@@ -56,8 +56,7 @@ def photo(tmp_path):
 
 def test_named_endpoints_are_listed(client):
     endpoints = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
-    assert {"/classify", "/generate_descriptors"} <= set(endpoints)
-    assert len(endpoints) == 2  # the UI's own events stay private
+    assert set(endpoints) == {"/classify", "/generate_descriptors", "/heatmap"}  # the UI's own events stay private
 
 
 def test_classify_through_gradio_client(client, photo):
@@ -80,6 +79,15 @@ def test_classify_rejects_a_non_image_with_a_message(client, tmp_path):
     bogus.write_text("not an image")
     with pytest.raises(Exception, match="not a recognised image format"):
         client.predict(handle_file(str(bogus)), "newt", api_name="/classify")
+
+
+def test_heatmap_through_gradio_client(client, photo):
+    result = client.predict(
+        handle_file(str(photo)), "tree frog, tailed frog", "tree frog", "protruding eyes",
+        json.dumps({"tree frog": ["protruding eyes"], "tailed frog": ["a tail"]}), api_name="/heatmap",
+    )  # fmt: skip
+    assert result["grid_size"] == [4, 4] and len(result["grid"]) == 4 and result["prompt"] == "tree frog, which has protruding eyes"
+    assert result["region"] == [10, 0, 70, 60]  # the photo is 80x60: the centre square
 
 
 def test_generate_through_gradio_client(client, llm_server):
@@ -272,6 +280,18 @@ def test_a_burst_of_keystrokes_never_hides_a_chart(browser, served):
     assert hidden == []
     page.wait_for_timeout(1000)
     assert "webbed hind" in chart_text(page, "descriptor-plot") and "webbed hin\n" not in chart_text(page, "descriptor-plot")
+    page.close()
+
+
+def test_picking_a_descriptor_shows_its_map(browser, served):
+    page = open_page(browser, served)
+    page.get_by_text("Where in the image does a descriptor match?").click()
+    picker = page.locator("#descry-where").get_by_role("combobox", name="Descriptor")
+    picker.click()
+    page.get_by_role("option").first.click()
+    expect(page.locator("#descry-map img")).to_be_visible(timeout=30_000)
+    expect(page.locator("#descry-map-caption")).to_contain_text("matches for", timeout=30_000)
+    expect(page.locator("#descry-map-caption")).to_contain_text("the same units as its bar")
     page.close()
 
 

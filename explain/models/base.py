@@ -17,7 +17,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from explain.errors import ModelLoadError
+from explain.errors import ExplainError, ModelLoadError
+
+
+class MapsUnavailable(ExplainError):
+    """This model family has no justified per-patch map; the message says why."""
 
 DEFAULT_MODEL = "openai/clip-vit-base-patch32"
 DEVICES = ("auto", "cpu", "cuda", "mps")
@@ -92,3 +96,10 @@ class EncoderModel(ABC):
     @abstractmethod
     def encode_pixels(self, pixels: dict[str, torch.Tensor]) -> np.ndarray:
         """Unit-norm embeddings of already-preprocessed images. # [n_images, dim]"""
+
+    def patch_embeddings(self, image: Image.Image, size: int | None = None) -> np.ndarray:
+        """Unit-norm ClearCLIP patch embeddings of one image, on its patch grid. # [grid_h, grid_w, dim]
+
+        Families where the method does not apply raise `MapsUnavailable`.
+        """
+        raise MapsUnavailable(f"maps of where a descriptor matches are not available for {self.name} ({self.backend} model)")

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from explain.errors import ModelLoadError, first_line
-from explain.models.base import TEXT_BATCH, EncoderModel, resolve_device
+from explain.models.base import TEXT_BATCH, EncoderModel, MapsUnavailable, resolve_device
 from explain.scoring import normalise
 
 
@@ -96,6 +96,51 @@ class TransformersModel(EncoderModel):
             if k in self._image_args
         }
         return normalise(_pooled(self.model.get_image_features(**inputs)))
+
+    @torch.inference_mode()
+    def patch_embeddings(self, image, size: int | None = None) -> np.ndarray:
+        """ClearCLIP (Lan et al., ECCV 2024): the last block with query-query attention, no residual, no MLP.
+
+        The input of the vision tower's last block goes through that block's
+        first layer norm and its query and value projections; each patch
+        attends by softmax(q qᵀ / √d_head) to the values, then the block's
+        output projection. Its patch tokens (not the class token) go through
+        the tower's final layer norm and the visual projection, and are
+        normalised. `size` > the model's input (e.g. 448) interpolates the
+        position embeddings for a finer grid. # [grid_h, grid_w, dim]
+        """
+        tower = getattr(self.model, "vision_model", None)
+        needed = ("embeddings", "pre_layrnorm", "encoder", "post_layernorm")
+        if tower is None or not all(hasattr(tower, part) for part in needed) or not hasattr(self.model, "visual_projection"):
+            kind = self.model.config.model_type
+            why = {
+                "siglip": "SigLIP has no class token and pools with an attention head, so ClearCLIP's last-block recipe does not carry over",
+                "siglip2": "SigLIP 2 has no class token and pools with an attention head, so ClearCLIP's last-block recipe does not carry over",
+                "align": "ALIGN's image tower is convolutional (EfficientNet), not a ViT with patch tokens",
+            }.get(kind, f"{kind} has no CLIP-style ViT image tower")
+            raise MapsUnavailable(f"maps of where a descriptor matches are not available for {self.name}: {why}")
+        pixels = self.pixels_at(image, size)
+        x = tower.pre_layrnorm(tower.embeddings(pixels, interpolate_pos_encoding=size is not None))
+        for layer in tower.encoder.layers[:-1]:
+            x = layer(x, attention_mask=None)
+        last = tower.encoder.layers[-1]
+        attention = last.self_attn
+        h = last.layer_norm1(x)
+        batch, tokens, width = h.shape
+        heads = attention.num_heads
+        q = attention.q_proj(h).view(batch, tokens, heads, width // heads).transpose(1, 2)  # [1, heads, tokens, d]
+        v = attention.v_proj(h).view(batch, tokens, heads, width // heads).transpose(1, 2)
+        weights = torch.softmax(q @ q.transpose(-1, -2) * (width // heads) ** -0.5, dim=-1)
+        mixed = attention.out_proj((weights @ v).transpose(1, 2).reshape(batch, tokens, width))
+        patches = self.model.visual_projection(tower.post_layernorm(mixed[0, 1:]))  # [n_patches, dim]
+        side = int(round((tokens - 1) ** 0.5))
+        return normalise(patches.float().cpu().numpy()).reshape(side, side, -1)
+
+    def pixels_at(self, image, size: int | None = None) -> torch.Tensor:
+        """The processor's tensor for one image, at the model's input size or `size` pixels square."""
+        options = {"size": {"shortest_edge": size}, "crop_size": {"height": size, "width": size}} if size else {}
+        pixels = self.image_processor(images=[image], return_tensors="pt", **options)["pixel_values"]
+        return pixels.to(self.device, self.dtype)
 
     @property
     def dim(self) -> int:

@@ -1,0 +1,134 @@
+"""Where each descriptor matches: ClearCLIP maps checked step by step, the right layer, properties, and the outputs."""
+
+import numpy as np
+import pytest
+import torch
+
+from explain import Explainer, ExplainError, load_model
+from explain.cli import main
+from explain.models.base import MapsUnavailable
+from explain.overlays import overlay
+from explain.scoring import normalise
+from tests.conftest import FROGS, random_image
+from tests.tiny_models import save_tiny_align, save_tiny_open_clip
+
+
+def step_by_step(encoder, image, prompt):
+    """The recipe computed from the model's own forward pass: the last block's input is the second-to-last
+    hidden state; then query-query attention, the output projection, the final norm and the projection."""
+    model = encoder.model
+    pixels = encoder.image_processor(images=[image], return_tensors="pt")["pixel_values"]
+    with torch.no_grad():
+        states = model.vision_model(pixel_values=pixels, output_hidden_states=True).hidden_states
+        block = model.vision_model.encoder.layers[-1]
+        x = block.layer_norm1(states[-2])[0]  # [tokens, width]
+        heads = block.self_attn.num_heads
+        d = x.shape[-1] // heads
+        q = block.self_attn.q_proj(x).reshape(-1, heads, d).permute(1, 0, 2)
+        v = block.self_attn.v_proj(x).reshape(-1, heads, d).permute(1, 0, 2)
+        mixed = torch.einsum("hij,hjd->hid", torch.softmax(torch.einsum("hid,hjd->hij", q, q) / d**0.5, dim=-1), v)
+        mixed = block.self_attn.out_proj(mixed.permute(1, 0, 2).reshape(-1, heads * d))
+        patches = model.visual_projection(model.vision_model.post_layernorm(mixed[1:])).numpy()
+        text = encoder.encode_texts([prompt])[0]
+    cosine = normalise(patches) @ text
+    side = int(round(len(cosine) ** 0.5))
+    return (encoder.logit_scale * cosine + encoder.logit_bias).reshape(side, side), states
+
+
+def test_maps_equal_the_recipe_step_by_step(clip):
+    image = random_image(5, size=(48, 40))
+    maps = Explainer(clip).heatmaps(image, FROGS, ["tree frog"])
+    for entry in maps.maps:
+        expected, _ = step_by_step(clip, image, entry.prompt)
+        np.testing.assert_allclose(entry.grid, expected, atol=1e-4)
+
+
+def test_the_class_token_of_the_same_block_gives_the_image_embedding(clip):
+    """Run the same block the ordinary way: its class token must be get_image_features, so the maps use the last block."""
+    image = random_image(6)
+    _, states = step_by_step(clip, image, "a photo")
+    model = clip.model
+    with torch.no_grad():
+        out = model.vision_model.encoder.layers[-1](states[-2], attention_mask=None)
+        pooled = model.visual_projection(model.vision_model.post_layernorm(out[:, 0]))
+        pixels = clip.image_processor(images=[image], return_tensors="pt")["pixel_values"]
+        reference = model.get_image_features(pixel_values=pixels).pooler_output
+    np.testing.assert_allclose(pooled.numpy(), reference.numpy(), atol=1e-5)
+
+
+def test_a_map_does_not_depend_on_the_other_prompts(clip):
+    explainer = Explainer(clip)
+    image = random_image(7)
+    together = {(m.class_name, m.descriptor): m.grid for m in explainer.heatmaps(image, FROGS, list(FROGS)).maps}
+    alone = explainer.heatmaps(image, FROGS, ["bullfrog"])
+    for entry in alone.maps:
+        np.testing.assert_allclose(entry.grid, together[("bullfrog", entry.descriptor)], atol=1e-5)
+
+
+def test_shapes_sizes_and_the_descriptor_alone(clip):
+    explainer = Explainer(clip)
+    image = random_image(8, size=(80, 40))
+    native = explainer.heatmaps(image, FROGS, ["tree frog", "tailed frog"])
+    assert native.grids.shape == (7, 4, 4) and native.input_size is None  # 32 px, patches of 8
+    assert native.region == (20, 0, 60, 40)  # the centre square the processor kept
+    finer = explainer.heatmaps(image, FROGS, ["tree frog"], size=64)
+    assert finer.grids.shape == (4, 8, 8) and finer.input_size == 64
+    images_before = explainer.images_encoded
+    bare = explainer.heatmaps(image, FROGS, ["tree frog"], alone=True)
+    assert [m.prompt for m in bare.maps] == FROGS["tree frog"] and bare.alone
+    assert explainer.images_encoded == images_before  # cached patch grids: no image forward when switching
+
+
+def test_families_without_a_justified_map_say_so(tmp_path, siglip):
+    with pytest.raises(MapsUnavailable, match="SigLIP has no class token"):
+        Explainer(siglip).heatmaps(random_image(1), FROGS, ["tree frog"])
+    align = load_model(str(save_tiny_align(tmp_path / "align")), device="cpu")
+    with pytest.raises(MapsUnavailable, match="convolutional"):
+        Explainer(align).heatmaps(random_image(1), FROGS, ["tree frog"])
+    oc = load_model(str(save_tiny_open_clip(tmp_path / "oc")), device="cpu")
+    with pytest.raises(ExplainError, match="not available for"):
+        Explainer(oc).heatmaps(random_image(1), FROGS, ["tree frog"])
+
+
+def test_overlays_show_high_and_low_where_they_are():
+    image = random_image(9, size=(60, 40)).convert("RGB")
+    grid = np.array([[0.0, 10.0], [0.0, 10.0]], dtype=np.float32)  # right half high
+    drawn = np.asarray(overlay(image, grid, 0.0, 10.0, region=(10, 0, 50, 40), alpha=1.0))
+    assert drawn.shape == (40 + 28, 60, 3)
+    left, right = drawn[20, 14].astype(int), drawn[20, 46].astype(int)
+    assert right[0] > 200 and right[1] > 200 and left[2] > left[1]  # yellow at the high side, blue-purple at the low
+
+
+def test_cli_writes_maps_and_overlays(capsys, clip_dir, image_files, frog_file, tmp_path):
+    out = tmp_path / "maps"
+    code = main(["classify", str(image_files[0]), "--descriptors", str(frog_file), "--model", str(clip_dir), "--heatmaps", str(out), "--heatmap-size", "64"])
+    assert code == 0
+    stem = image_files[0].stem
+    saved = np.load(out / f"{stem}.npz")
+    assert saved["grids"].shape[1:] == (8, 8) and saved["grids"].dtype == np.float32
+    assert len(saved["prompts"]) == len(saved["grids"]) == len(list(out.glob(f"{stem}-*.png")))
+    assert int(saved["input_size"]) == 64
+
+
+def test_maps_follow_the_half_of_the_image_they_describe(clip_dir):
+    """With position embeddings zeroed, a patch's embedding depends on its pixels alone: on an image made of
+    a red half and a green half, every descriptor's map is one value over the red half and another over the
+    green half, whatever the weights. The map follows the content, not the layout of the grid."""
+    import copy
+
+    from PIL import Image
+
+    from explain import wrap_model
+
+    base = load_model(str(clip_dir), device="cpu")
+    model = copy.deepcopy(base.model)
+    with torch.no_grad():
+        model.vision_model.embeddings.position_embedding.weight.zero_()
+    encoder = wrap_model(model, base.processor, "halves")
+    pixels = np.zeros((32, 32, 3), np.uint8)
+    pixels[:, :16] = (220, 30, 30)
+    pixels[:, 16:] = (30, 200, 40)
+    for entry in Explainer(encoder).heatmaps(Image.fromarray(pixels), FROGS, ["tree frog"]).maps:
+        left, right = entry.grid[:, :2], entry.grid[:, 2:]
+        assert np.ptp(left) < 1e-4 and np.ptp(right) < 1e-4
+        assert abs(left.mean() - right.mean()) > 1e-3
