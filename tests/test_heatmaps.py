@@ -85,9 +85,9 @@ def test_families_without_a_justified_map_say_so(tmp_path, siglip):
     align = load_model(str(save_tiny_align(tmp_path / "align")), device="cpu")
     with pytest.raises(MapsUnavailable, match="convolutional"):
         Explainer(align).heatmaps(random_image(1), FROGS, ["tree frog"])
-    oc = load_model(str(save_tiny_open_clip(tmp_path / "oc")), device="cpu")
-    with pytest.raises(ExplainError, match="not available for"):
-        Explainer(oc).heatmaps(random_image(1), FROGS, ["tree frog"])
+    timm_tower = load_model(str(save_tiny_open_clip(tmp_path / "oc", "timm")), device="cpu")
+    with pytest.raises(ExplainError, match="needs a ViT tower pooled by its class token, and this one is a TimmModel"):
+        Explainer(timm_tower).heatmaps(random_image(1), FROGS, ["tree frog"])
 
 
 def test_overlays_show_high_and_low_where_they_are():
@@ -132,3 +132,34 @@ def test_maps_follow_the_half_of_the_image_they_describe(clip_dir):
         left, right = entry.grid[:, :2], entry.grid[:, 2:]
         assert np.ptp(left) < 1e-4 and np.ptp(right) < 1e-4
         assert abs(left.mean() - right.mean()) > 1e-3
+
+
+def test_open_clip_vit_maps_equal_the_recipe_from_its_own_forward(tmp_path):
+    """For open_clip's own ViT tower: the last block's input is captured from `encode_image` with a hook, the
+    recipe is applied to it, and the class token of the same block run the ordinary way gives `encode_image`."""
+    encoder = load_model(str(save_tiny_open_clip(tmp_path / "oc", "quickgelu")), device="cpu")
+    visual = encoder.model.visual
+    image = random_image(4, size=(48, 40))
+    captured = {}
+    handle = visual.transformer.resblocks[-1].register_forward_pre_hook(lambda module, args: captured.setdefault("x", args[0]))
+    with torch.no_grad():
+        pixels = encoder.image_processor(images=[image])["pixel_values"]
+        reference = encoder.model.encode_image(pixels)
+    handle.remove()
+    block = visual.transformer.resblocks[-1]
+    with torch.no_grad():
+        x = captured["x"]
+        ordinary = block(x)
+        np.testing.assert_allclose((visual.ln_post(ordinary[:, 0]) @ visual.proj).numpy(), reference.numpy(), atol=1e-5)
+        h = block.ln_1(x)[0]
+        heads, width = block.attn.num_heads, h.shape[-1]
+        d = width // heads
+        q = (h @ block.attn.in_proj_weight[:width].T + block.attn.in_proj_bias[:width]).reshape(-1, heads, d).permute(1, 0, 2)
+        v = (h @ block.attn.in_proj_weight[2 * width :].T + block.attn.in_proj_bias[2 * width :]).reshape(-1, heads, d).permute(1, 0, 2)
+        mixed = torch.einsum("hij,hjd->hid", torch.softmax(torch.einsum("hid,hjd->hij", q, q) / d**0.5, dim=-1), v)
+        patches = (visual.ln_post(block.attn.out_proj(mixed.permute(1, 0, 2).reshape(-1, width))[1:]) @ visual.proj).numpy()
+    maps = Explainer(encoder).heatmaps(image, FROGS, ["tree frog"])
+    side = maps.grids.shape[1]
+    for entry in maps.maps:
+        expected = encoder.logit_scale * (normalise(patches) @ encoder.encode_texts([entry.prompt])[0]) + encoder.logit_bias
+        np.testing.assert_allclose(entry.grid, expected.reshape(side, side), atol=1e-4)

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from explain.errors import ModelLoadError, first_line
-from explain.models.base import TEXT_BATCH, EncoderModel, resolve_device
+from explain.models.base import TEXT_BATCH, EncoderModel, MapsUnavailable, resolve_device
 from explain.scoring import normalise
 
 PREFIX = "open_clip:"
@@ -78,6 +78,43 @@ class OpenClipModel(EncoderModel):
     def encode_pixels(self, pixels: dict[str, torch.Tensor]) -> np.ndarray:
         images = pixels["pixel_values"].to(self.device, self.dtype)
         return normalise(self.model.encode_image(images).float().cpu().numpy())
+
+    @torch.inference_mode()
+    def patch_embeddings(self, image, size: int | None = None) -> np.ndarray:
+        """ClearCLIP on open_clip's own ViT tower (class-token pooling, no attention pooling); the same
+        recipe as for transformers' CLIP. Timm towers (EVA-CLIP) and attention-pooled ones are refused.
+        # [grid_h, grid_w, dim]"""
+        from open_clip.transformer import VisionTransformer
+
+        visual = self.model.visual
+        if not isinstance(visual, VisionTransformer) or visual.attn_pool is not None or visual.pool_type != "tok" or visual.final_ln_after_pool:
+            raise MapsUnavailable(
+                f"maps of where a descriptor matches are not available for {self.name}: ClearCLIP's recipe needs a ViT "
+                f"tower pooled by its class token, and this one is a {type(visual).__name__}"
+                + (" with attention pooling" if getattr(visual, "attn_pool", None) is not None else "")
+            )
+        if size is not None:
+            raise MapsUnavailable(f"a finer grid for {self.name} would need interpolated position embeddings, which open_clip's tower does not offer")
+        pixels = self.image_processor(images=[image])["pixel_values"].to(self.device, self.dtype)
+        x = visual._embeds(pixels)  # [1, tokens, width]: patches, class token, positions, ln_pre
+        batch_first = getattr(visual.transformer, "batch_first", True)
+        x = x if batch_first else x.transpose(0, 1)
+        for block in visual.transformer.resblocks[:-1]:
+            x = block(x)
+        x = x if batch_first else x.transpose(0, 1)
+        last = visual.transformer.resblocks[-1]
+        h = last.ln_1(x)
+        batch, tokens, width = h.shape
+        heads = last.attn.num_heads
+        w_q, _, w_v = last.attn.in_proj_weight.chunk(3)
+        b_q, _, b_v = last.attn.in_proj_bias.chunk(3)
+        q = torch.nn.functional.linear(h, w_q, b_q).view(batch, tokens, heads, width // heads).transpose(1, 2)
+        v = torch.nn.functional.linear(h, w_v, b_v).view(batch, tokens, heads, width // heads).transpose(1, 2)
+        weights = torch.softmax(q @ q.transpose(-1, -2) * (width // heads) ** -0.5, dim=-1)
+        mixed = last.ls_1(last.attn.out_proj((weights @ v).transpose(1, 2).reshape(batch, tokens, width)))
+        patches = visual.ln_post(mixed[0, 1:]) @ visual.proj  # [n_patches, dim]
+        side = int(round((tokens - 1) ** 0.5))
+        return normalise(patches.float().cpu().numpy()).reshape(side, side, -1)
 
 
 def load_open_clip(name: str, device: str = "auto") -> OpenClipModel:
