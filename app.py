@@ -35,12 +35,22 @@ import gradio as gr
 from gradio import FileData
 
 from descriptors import DescriptorError, check_descriptors, load_descriptors, normalise_name, parse_class_list, select_classes
+from descriptors.differential import differentiate, merge_pairs, pair_key
 from descriptors.generate import DEFAULT_LLM, GenerationCache, generate, make_llm
 from descriptors.store import default_cache_dir, merge_descriptors, parse_descriptors, parse_json
 from descriptors.validate import EMPTY, has_surrogate
 from explain import EmbeddingStore, Explainer, ExplainError, ModelLoadError, load_model, open_image
 from explain.engine import LONG_ENCODE
-from explain.charts import class_colours, contrast_figure, descriptor_figure, headline, model_comparison_figure, ranking_figure, reference_score
+from explain.charts import (
+    class_colours,
+    contrast_figure,
+    descriptor_figure,
+    headline,
+    model_comparison_figure,
+    pairs_figure,
+    ranking_figure,
+    reference_score,
+)
 from explain.errors import first_line
 from explain.models import configured_models
 
@@ -192,6 +202,51 @@ def descriptor_map(models: Models, model_name: str | None, image, classes_text: 
         f"Prompt: “{entry.prompt}”. Greyed: outside the centre square the model saw. Method: ClearCLIP (Lan et al., ECCV 2024)."
     )
     return overlay(picture, entry.grid, low, high, maps.region), caption
+
+
+def tell_apart(models: Models, model_name, image, classes_text: str, descriptors: dict, record: dict | None,
+               llm_factory=None, gate: LLMGate | None = None, session: str = "local"):
+    """Ask the LLM what tells the top class from the runner-up and score those pairs on the image.
+
+    Returns (pairs figure or None, pending {"a", "b", "pairs"} or None, message).
+    """
+    predictions = (record or {}).get("predictions") or []
+    if len(predictions) < 2:
+        return None, None, note("info", "Explain an image with at least two classes first.")
+    a, b = predictions[0]["class"], predictions[1]["class"]
+    llm = (llm_factory or configured_llm)()
+    if llm is None:
+        return None, None, note("error", NO_LLM)
+    refusal = gate.refusal(session, 1) if gate else None
+    if refusal:
+        return None, None, note("error", f"Could not ask: {refusal}")
+    result = differentiate([(a, b)], llm, generation_cache(), concurrency=1)
+    found = result.descriptors.get(pair_key(a, b))
+    if not found:
+        reason = next(iter(result.failures.values()), "no answer")
+        return None, None, note("error", f"Could not find what tells {a} from {b}: {reason}.")
+    path = image_path(image)
+    try:
+        picture = open_image(path, "The image")
+        explainer = models.get(model_name)
+        scored = explainer.classify(picture, {a: [x for x, _ in found], b: [y for _, y in found]}, name=Path(path).name)
+        context = explainer.classify(picture, chosen_classes(classes_text, descriptors), name=Path(path).name)
+    except (DescriptorError, ExplainError) as error:
+        return None, None, note("error", f"Could not score the pairs: {error}")
+    by_text = {(entry.name, d.descriptor): d.score for entry in scored.predictions for d in entry.descriptors}
+    rows = [(x, y, by_text[(a, x)], by_text[(b, y)]) for x, y in found if (a, x) in by_text and (b, y) in by_text]
+    figure = pairs_figure(a, b, rows, reference_score(context))
+    cached = " (from the cache)" if result.cached else ""
+    return figure, {"a": a, "b": b, "pairs": found}, note("done", f"{len(found)} pairs of features that tell {a} from {b}{cached}. Add them to both classes' descriptors to see their effect.")
+
+
+def add_pairs(descriptors: dict, pending: dict | None):
+    """Merge the pending pairs into both classes' descriptors; returns (descriptors, message)."""
+    if not pending:
+        return descriptors, note("info", "Ask what tells the two classes apart first.")
+    merged = merge_pairs(descriptors, pending["a"], pending["b"], pending["pairs"])
+    added = sum(len(v) for v in merged.values()) - sum(len(v) for v in descriptors.values())
+    return merged, note("done", f"Added {added} descriptors to {pending['a']} and {pending['b']}.")
 
 
 def compare_models(models: Models, names: list[str], image, classes_text: str, descriptors: dict):
@@ -508,6 +563,24 @@ def api_heatmap(models: Models, image, classes: str, class_name: str, descriptor
         "grid": entry.grid.tolist(), "grid_size": list(entry.grid.shape), "prompt": entry.prompt,
         "region": list(maps.region), "input_size": maps.input_size, "class": entry.class_name, "descriptor": entry.descriptor,
     }  # fmt: skip
+
+
+def api_differential(class_a: str, class_b: str, llm_factory=None, gate: LLMGate | None = None, session: str = "local", token: str = "") -> dict:
+    """API: differential feature pairs for two classes."""
+    llm = (llm_factory or configured_llm)()
+    if llm is None:
+        raise gr.Error(NO_LLM.replace("`", ""))
+    a, b = (class_a or "").strip(), (class_b or "").strip()
+    if not a or not b or normalise_name(a) == normalise_name(b):
+        raise gr.Error("give two different classes")
+    refusal = gate.refusal(session, 1, token) if gate else None
+    if refusal:
+        raise gr.Error(refusal.replace("`", ""))
+    result = differentiate([(a, b)], llm, generation_cache(), concurrency=1)
+    found = result.descriptors.get(pair_key(a, b))
+    if not found:
+        raise gr.Error(f"no pairs for {a} and {b}: {next(iter(result.failures.values()), 'no answer')}")
+    return {"pairs": found, "cached": bool(result.cached)}
 
 
 def api_generate(classes: str, llm_factory=None, gate: LLMGate | None = None, session: str = "local", token: str = "") -> dict:
@@ -915,6 +988,11 @@ def build_app(models: Models, load_error: str | None = None) -> gr.Blocks:
                         where_image = gr.Image(label="Map", interactive=False, height=320, elem_id="descry-map")
                         where_caption = gr.Markdown(elem_id="descry-map-caption")
                     contrast_plot = gr.Plot(label="Top class against the runner-up", show_label=False, elem_id="contrast-plot")
+                    with gr.Row():
+                        apart_button = gr.Button("What tells the top class from the runner-up?", size="sm", elem_id="descry-apart")
+                        add_pairs_button = gr.Button("Add to descriptors", size="sm", visible=False, elem_id="descry-add-pairs")
+                    pairs_plot = gr.Plot(show_label=False, visible=False, elem_id="pairs-plot")
+                    pending_pairs = gr.State(None)
                     ranking_plot = gr.Plot(label="Class ranking", show_label=False, elem_id="ranking-plot")
                     with gr.Accordion("Compare models on this image", open=False, visible=len(models.names) > 1):
                         compare_models_box = gr.CheckboxGroup([(short_name(n), n) for n in models.names], value=models.names, label="Models")
@@ -1048,6 +1126,19 @@ def build_app(models: Models, load_error: str | None = None) -> gr.Blocks:
         def fill_with_llm(descriptors, classes_text, request: gr.Request):
             return generate_missing(descriptors, classes_text, gate=gate, session=session_of(request))
 
+        def ask_apart(model_name, image_value, classes_text, descriptors, record, request: gr.Request):
+            figure, pending, text = tell_apart(models, model_name, image_value, classes_text, descriptors, record, gate=gate, session=session_of(request))
+            shown = figure is not None
+            return gr.update(value=figure, visible=shown), pending, gr.update(visible=shown), text
+
+        apart_button.click(
+            ask_apart, [model, image, classes, session, result_json], [pairs_plot, pending_pairs, add_pairs_button, message],
+            preprocess=False, api_visibility="private", show_progress_on=[message],
+        )  # fmt: skip
+        add_pairs_button.click(add_pairs, [session, pending_pairs], [session, message], **quiet).then(
+            editor_choices, [classes, session, editing], [editing, features], **quiet
+        ).then(**follow).then(**keep)
+
         generate_button.click(
             fill_with_llm, [session, classes], [session, message], api_visibility="private", show_progress_on=[message]
         ).then(editor_choices, [classes, session, editing], [editing, features], **quiet).then(**follow).then(**keep)
@@ -1137,11 +1228,25 @@ def build_app(models: Models, load_error: str | None = None) -> gr.Blocks:
             """
             return api_heatmap(models, image, classes, class_name, descriptor, descriptors, alone, model)
 
+        def differential(class_a: str, class_b: str, token: str = "", request: gr.Request = None) -> dict:
+            """Ask the app's LLM what visual features tell one class from another, as pairs.
+
+            Parameters:
+                class_a: the first class, e.g. "tree frog".
+                class_b: the class it is confused with, e.g. "tailed frog".
+                token: the owner's token, when the app was started with DESCRY_LLM_TOKEN; otherwise "".
+            Returns:
+                {"pairs": [[feature of class_a, matching feature of class_b], ...], "cached": true when the answer came from the cache}.
+            """
+            return api_differential(class_a, class_b, gate=gate, session=session_of(request), token=token)
+
         gr.api(classify, api_name="classify")
         gr.api(heatmap, api_name="heatmap")
+        gr.api(differential, api_name="differential")
         gr.api(generate_descriptors, api_name="generate_descriptors")
         describe_api(app, "classify", classify)
         describe_api(app, "heatmap", heatmap)
+        describe_api(app, "differential", differential)
         describe_api(app, "generate_descriptors", generate_descriptors)
     # Several requests at once: a visitor with a small request is not stuck behind a heavy one.
     app.queue(default_concurrency_limit=CONCURRENT_REQUESTS)

@@ -15,6 +15,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from descriptors.differential import SEPARATOR, differentiate, merge_pairs, most_confused
 from descriptors.generate import DEFAULT_LLM, GenerationCache, generate, make_llm
 from descriptors.prompts import DEFAULT_TEMPLATE, PROMPT_STYLES, PromptStyle, build_prompts, check_template, normalise_name
 from descriptors.store import (
@@ -56,6 +57,19 @@ def build_parser() -> argparse.ArgumentParser:
     check = commands.add_parser("validate", help="report every problem in a descriptor file")
     check.add_argument("file", type=Path, metavar="FILE.json")
 
+    diff = commands.add_parser("differential", help="ask an LLM what tells two classes apart, as pairs of features")
+    diff.add_argument("--pairs", action="append", required=True, metavar='"A|B"', help='two classes, e.g. "tree frog|tailed frog" (repeat)')
+    diff.add_argument("--out", type=Path, required=True, metavar="FILE.json", help="the pairs, merged into the file if it exists")
+    _llm_flags(diff)
+
+    refine = commands.add_parser("refine", help="add differential descriptors for an evaluation's most confused pairs")
+    refine.add_argument("--evaluation", type=Path, required=True, metavar="DIR", help="the --out folder of python -m explain evaluate")
+    refine.add_argument("--descriptors", type=Path, required=True, metavar="FILE.json", help="the descriptors that were evaluated (never overwritten)")
+    refine.add_argument("--top", type=int, default=5, metavar="N", help="how many confused pairs to refine (default: 5)")
+    refine.add_argument("--model", dest="model", default=None, metavar="MODEL", help="whose confusions to use (default: the first model in metrics.json)")
+    refine.add_argument("--out", type=Path, required=True, metavar="NEW.json")
+    _llm_flags(refine, model_flag="--llm-model")
+
     show = commands.add_parser("prompts", help="print every prompt the text encoder would read: class, descriptor, prompt")
     show.add_argument("file", type=Path, metavar="FILE.json")
     show.add_argument("--classes", metavar="LIST", help="comma-separated subset and order (default: every class of the file)")
@@ -66,9 +80,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _llm_flags(parser: argparse.ArgumentParser, model_flag: str = "--model") -> None:
+    dest = "model" if model_flag == "--model" else "model_llm"
+    parser.add_argument(model_flag, dest=dest, default=os.environ.get("DESCRY_LLM_MODEL", DEFAULT_LLM), help=f"LLM name (default: $DESCRY_LLM_MODEL or {DEFAULT_LLM})")
+    parser.add_argument("--base-url", default=os.environ.get("OPENAI_BASE_URL"), metavar="URL", help="OpenAI-compatible endpoint (default: $OPENAI_BASE_URL)")
+    parser.add_argument("--concurrency", type=int, default=4, metavar="N")
+    parser.add_argument("--timeout", type=float, default=60.0, metavar="SECONDS")
+    parser.add_argument("--retries", type=int, default=4, metavar="N")
+    parser.add_argument("--no-cache", action="store_true", help="ask the LLM even for pairs answered before")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    commands = {"validate": validate_command, "prompts": prompts_command, "generate": generate_command}
+    commands = {
+        "validate": validate_command, "prompts": prompts_command, "generate": generate_command,
+        "differential": differential_command, "refine": refine_command,
+    }  # fmt: skip
     try:
         return commands[args.command](args)
     except DescriptorError as error:
@@ -131,25 +158,115 @@ def generate_command(args: argparse.Namespace) -> int:
     if not todo:
         _say(f"all {len(classes)} classes are already in {args.out}; pass --force to generate them again")
         return 0
+    llm, cache = _llm_and_cache(args)
+
+    def described(class_name: str, result) -> str:
+        return f"{len(result.descriptors[class_name])} descriptors"
+
+    result, received = _stoppable(llm, lambda progress: generate(todo, llm, cache, args.concurrency, progress), len(todo), described)
+    if result.descriptors:
+        # Re-read the file so that edits made meanwhile survive.
+        latest = load_descriptors(args.out) if args.out.exists() else {}
+        merged, written = merge_descriptors(latest, result.descriptors, replace=args.force)
+        save_descriptors(args.out, merged)
+        _say(f"wrote {len(written)} classes to {args.out}")
+    return _outcome(result, received, "classes")
+
+
+def differential_command(args: argparse.Namespace) -> int:
+    """Ask for what tells each pair apart; write [{"classes": [A, B], "pairs": [[feature of A, feature of B], ...]}]."""
+    pairs = [_pair(text) for text in args.pairs]
+    llm, cache = _llm_and_cache(args)
+    result, received = _stoppable(llm, lambda progress: differentiate(pairs, llm, cache, args.concurrency, progress), len(pairs), _pair_count)
+    if result.descriptors:
+        entries = {tuple(e["classes"]): e for e in _read_pairs(args.out)} if args.out.exists() else {}
+        for key, found in result.descriptors.items():
+            a, b = key.split(SEPARATOR, 1)
+            entries[(a, b)] = {"classes": [a, b], "pairs": found}
+        _write_json(args.out, list(entries.values()))
+        _say(f"wrote {len(result.descriptors)} pairs of classes to {args.out}")
+    return _outcome(result, received, "pairs")
+
+
+def refine_command(args: argparse.Namespace) -> int:
+    """Differential descriptors for an evaluation's most confused pairs, merged into a new descriptor file."""
+    if args.out.resolve() == args.descriptors.resolve():
+        raise DescriptorError(f"--out must differ from --descriptors: {args.descriptors} is never overwritten")
+    descriptors = load_descriptors(args.descriptors)
+    metrics = read_json_file(args.evaluation / "metrics.json", "evaluation's metrics.json")
+    if not isinstance(metrics, dict) or not metrics:
+        raise DescriptorError(f"{args.evaluation / 'metrics.json'}: not an evaluation's metrics")
+    model = args.model or next(iter(metrics))
+    try:
+        scores = metrics[model]["descriptors"]
+        classes, confusion = list(scores["per_class"]), scores["confusion_matrix"]
+    except (KeyError, TypeError):
+        raise DescriptorError(f"{args.evaluation / 'metrics.json'}: no descriptors metrics for model {model!r}") from None
+    labels_file = args.evaluation / "classes.json"
+    labels = read_json_file(labels_file, "evaluation's classes.json") if labels_file.exists() else {}
+    confused = most_confused(confusion, classes, args.top)
+    if not confused:
+        _say(f"{model}: no two classes were confused; nothing to refine")
+        _write_json(args.out, descriptors)
+        return 0
+    names = [(labels.get(a, a), labels.get(b, b)) for a, b, _ in confused]
+    for (a, b), (_, _, count) in zip(names, confused):
+        _say(f"confused {count} times: {a} and {b}")
+    llm, cache = _llm_and_cache(args)
+    result, received = _stoppable(llm, lambda progress: differentiate(names, llm, cache, args.concurrency, progress), len(names), _pair_count)
+    refined = descriptors
+    for key, found in result.descriptors.items():
+        a, b = key.split(SEPARATOR, 1)
+        refined = merge_pairs(refined, a, b, found)
+    save_descriptors(args.out, refined)
+    added = sum(len(refined[k]) for k in refined) - sum(len(v) for v in descriptors.values())
+    _say(f"wrote {args.out}: {added} differential descriptors added for {len(result.descriptors)} pairs; {args.descriptors} is unchanged")
+    return _outcome(result, received, "pairs")
+
+
+def _pair(text: str) -> tuple[str, str]:
+    a, _, b = text.partition("|")
+    if not a.strip() or not b.strip():
+        raise DescriptorError(f"--pairs {text!r}: write two classes as \"A|B\"")
+    return a.strip(), b.strip()
+
+
+def _pair_count(key: str, result) -> str:
+    return f"{len(result.descriptors[key])} pairs of features"
+
+
+def _read_pairs(path: Path) -> list[dict]:
+    data = read_json_file(path, "pairs file")
+    if not isinstance(data, list) or not all(isinstance(e, dict) and "classes" in e and "pairs" in e for e in data):
+        raise DescriptorError(f"{path}: not a pairs file written by 'descriptors differential'")
+    return data
+
+
+def _write_json(path: Path, data) -> None:
+    save_descriptors(path, data)  # the same atomic write, whatever the JSON
+
+
+def _llm_and_cache(args: argparse.Namespace):
     api_key = os.environ.get("OPENAI_API_KEY") or None
     if not api_key and not args.base_url:
         raise DescriptorError(NO_LLM)
-    llm = make_llm(args.model, args.base_url, api_key, timeout=args.timeout, max_retries=args.retries)
+    llm = make_llm(args.model_llm if hasattr(args, "model_llm") else args.model, args.base_url, api_key, timeout=args.timeout, max_retries=args.retries)
     cache = None if args.no_cache else GenerationCache(default_cache_dir() / "generations.sqlite3", _warn)
+    return llm, cache
 
+
+def _stoppable(llm, run, total: int, describe):
+    """Run `run(progress)`; Ctrl-C, kill and a closed terminal all stop it the same way: nothing new is sent,
+    every answer received is kept, and the process carries on within a second even if a request hangs."""
     done = 0
 
-    def progress(class_name: str, result) -> None:
+    def progress(key: str, result) -> None:
         nonlocal done
         done += 1
-        if class_name in result.failures:
-            outcome = "failed"
-        else:
-            outcome = f"{len(result.descriptors[class_name])} descriptors" + (" (cached)" if class_name in result.cached else "")
-        _say(f"[{done}/{len(todo)}] {class_name}: {outcome}")
+        shown = key.replace(SEPARATOR, " vs ")
+        outcome = "failed" if key in result.failures else describe(key, result) + (" (cached)" if key in result.cached else "")
+        _say(f"[{done}/{total}] {shown}: {outcome}")
 
-    # Ctrl-C, kill and a closed terminal all stop the run the same way: nothing new is sent,
-    # every answer received is saved, and the process exits within a second even if a request hangs.
     received: list[str] = []
 
     def stop(number, _frame) -> None:
@@ -161,21 +278,20 @@ def generate_command(args: argparse.Namespace) -> int:
         if hasattr(signal, name):
             previous[name] = signal.signal(getattr(signal, name), stop)
     try:
-        result = generate(todo, llm, cache, args.concurrency, progress)
+        result = run(progress)
     finally:
         for name, handler in previous.items():
             signal.signal(getattr(signal, name), handler)
-    if result.descriptors:
-        # Re-read the file so that edits made meanwhile survive.
-        latest = load_descriptors(args.out) if args.out.exists() else {}
-        merged, written = merge_descriptors(latest, result.descriptors, replace=args.force)
-        save_descriptors(args.out, merged)
-        _say(f"wrote {len(written)} classes to {args.out}")
-    for class_name, reason in result.failures.items():
-        _say(f"error: could not generate {class_name!r}: {reason}")
+    return result, received
+
+
+def _outcome(result, received: list[str], what: str) -> int:
+    for key, reason in result.failures.items():
+        _say(f"error: could not generate {key.replace(SEPARATOR, ' vs ')!r}: {reason}")
     if received:
-        shown = ", ".join(result.unfinished[:10]) + (" ..." if len(result.unfinished) > 10 else "")
-        _say(f"stopped by {received[0]}: {len(result.unfinished)} classes not generated" + (f" ({shown})" if shown else ""))
+        unfinished = [k.replace(SEPARATOR, " vs ") for k in result.unfinished]
+        shown = ", ".join(unfinished[:10]) + (" ..." if len(unfinished) > 10 else "")
+        _say(f"stopped by {received[0]}: {len(unfinished)} {what} not generated" + (f" ({shown})" if shown else ""))
         return 128 + getattr(signal, received[0])
     return 1 if result.failures else 0
 

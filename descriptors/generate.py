@@ -140,7 +140,11 @@ class LLM:
     max_wait: float = MAX_WAIT_SECONDS  # the longest pause before a retry, Retry-After included
 
     def ask(self, class_name: str) -> str:
-        """The raw answer text for one class, retrying 429s, 5xx and timeouts with backoff."""
+        """The raw answer text for one class's descriptors (the paper's prompt)."""
+        return self.complete(llm_prompt(class_name))
+
+    def complete(self, prompt: str) -> str:
+        """The raw answer text for one prompt, retrying 429s, 5xx and timeouts with backoff."""
         import openai
 
         attempt = 0
@@ -150,7 +154,7 @@ class LLM:
             try:
                 response = self.client.chat.completions.create(
                     model=self.model,
-                    messages=[{"role": "user", "content": llm_prompt(class_name)}],
+                    messages=[{"role": "user", "content": prompt}],
                     temperature=0,
                 )
                 return response.choices[0].message.content or ""
@@ -199,23 +203,23 @@ class GenerationCache:
             warn,
         )
 
-    def get(self, model: str, class_name: str) -> list[str] | None:
+    def get(self, model: str, class_name: str, version: str | None = None) -> list | None:
         def read(db) -> list[str] | None:
             row = db.execute(
                 "SELECT descriptors FROM generations WHERE model = ? AND prompt_version = ? AND class_name = ?",
-                (model, PROMPT_VERSION, class_name),
+                (model, version or PROMPT_VERSION, class_name),
             ).fetchone()
             value = json.loads(row[0]) if row else None
-            return value if isinstance(value, list) and all(isinstance(v, str) for v in value) else None
+            return value if isinstance(value, list) and all(isinstance(v, (str, list)) for v in value) else None
 
         return self._db.run(read, None)
 
-    def put(self, model: str, class_name: str, descriptors: list[str]) -> None:
+    def put(self, model: str, class_name: str, descriptors: list, version: str | None = None) -> None:
         def write(db) -> None:
             with db:
                 db.execute(
                     "INSERT OR REPLACE INTO generations VALUES (?, ?, ?, ?)",
-                    (model, PROMPT_VERSION, class_name, json.dumps(descriptors, ensure_ascii=False)),
+                    (model, version or PROMPT_VERSION, class_name, json.dumps(descriptors, ensure_ascii=False)),
                 )
 
         self._db.run(write, None)
@@ -247,53 +251,72 @@ def generate(
     daemons, so a hung request cannot hold the process). The classes never
     answered are listed in `unfinished`.
     """
+
+    def one(class_name: str) -> list[str]:
+        descriptors = parse_answer(llm.ask(class_name), class_name)
+        if not descriptors:
+            raise LLMError("the answer held no usable descriptors")
+        return descriptors
+
+    return ask_all(classes, one, llm, cache, None, concurrency, on_done)
+
+
+def ask_all(
+    keys: list[str],
+    one: Callable[[str], list],
+    llm: LLM,
+    cache: GenerationCache | None,
+    version: str | None,
+    concurrency: int = 4,
+    on_done: Callable[[str, Generation], None] | None = None,
+) -> Generation:
+    """Run `one(key)` for every key not in the cache, up to `concurrency` at once, stopping at `llm.stop`."""
     result = Generation()
     todo = []
-    for class_name in classes:
-        hit = cache.get(llm.model, class_name) if cache else None
+    for key in keys:
+        hit = cache.get(llm.model, key, version) if cache else None
         if hit:
-            result.descriptors[class_name] = hit
-            result.cached.add(class_name)
+            result.descriptors[key] = hit
+            result.cached.add(key)
             if on_done:
-                on_done(class_name, result)
+                on_done(key, result)
         else:
-            todo.append(class_name)
+            todo.append(key)
 
     jobs: queue.Queue[str] = queue.Queue()
-    for class_name in todo:
-        jobs.put(class_name)
-    answers: queue.Queue[tuple[str, list[str] | None, str | None]] = queue.Queue()
+    for key in todo:
+        jobs.put(key)
+    answers: queue.Queue[tuple[str, list | None, str | None]] = queue.Queue()
 
     def work() -> None:
         while not llm.stop.is_set():
             try:
-                class_name = jobs.get_nowait()
+                key = jobs.get_nowait()
             except queue.Empty:
                 return
             try:
-                descriptors = parse_answer(llm.ask(class_name), class_name)
-                answers.put((class_name, descriptors, None if descriptors else "the answer held no usable descriptors"))
+                answers.put((key, one(key), None))
             except LLMError as error:
-                answers.put((class_name, None, str(error)))
-            except Exception as error:  # a bug or an odd reply must not lose the other classes
-                answers.put((class_name, None, llm.redact(f"{error.__class__.__name__}: {error}".splitlines()[0])))
+                answers.put((key, None, str(error)))
+            except Exception as error:  # a bug or an odd reply must not lose the other keys
+                answers.put((key, None, llm.redact(f"{error.__class__.__name__}: {error}".splitlines()[0])))
 
     for _ in range(min(max(1, concurrency), len(todo))):
         threading.Thread(target=work, daemon=True, name="descry-llm").start()
     pending = set(todo)
 
-    def record(class_name: str, descriptors: list[str] | None, failure: str | None) -> None:
+    def record(key: str, value: list | None, failure: str | None) -> None:
         if failure is not None and llm.stop.is_set() and failure.startswith("stopped"):
             return  # never asked: it stays unfinished
-        pending.discard(class_name)
+        pending.discard(key)
         if failure is None:
-            result.descriptors[class_name] = descriptors
+            result.descriptors[key] = value
             if cache:
-                cache.put(llm.model, class_name, descriptors)
+                cache.put(llm.model, key, value, version)
         else:
-            result.failures[class_name] = failure
+            result.failures[key] = failure
         if on_done:
-            on_done(class_name, result)
+            on_done(key, result)
 
     while pending:
         try:
@@ -306,9 +329,9 @@ def generate(
             record(*answers.get_nowait())
         except queue.Empty:
             break
-    result.unfinished = [c for c in todo if c in pending]
-    # Keep the caller's class order.
-    result.descriptors = {c: result.descriptors[c] for c in classes if c in result.descriptors}
+    result.unfinished = [k for k in todo if k in pending]
+    # Keep the caller's order.
+    result.descriptors = {k: result.descriptors[k] for k in keys if k in result.descriptors}
     return result
 
 

@@ -289,3 +289,27 @@ def model_comparison_figure(results: dict[str, Classification], top: int = 10) -
         height=max(280, 170 + 18 * len(names) * len(shown)),
     )  # fmt: skip
     return _styled(figure)
+
+
+def pairs_figure(a: str, b: str, pairs: list[tuple[str, str, float, float]], reference: float) -> go.Figure:
+    """What tells A from B: each pair's A-side and B-side feature scored on the image, side by side.
+
+    `pairs` holds (feature of A, feature of B, score of A's prompt, score of B's prompt); bars are drawn
+    from the image's reference score, as in the descriptor chart, in A's and B's colours.
+    """
+    rows = list(range(len(pairs)))[::-1]  # the first pair on top
+    labels = [f"{safe(x)}<br><span style='opacity:0.7'>vs {safe(y)}</span>" for x, y, _, _ in pairs]
+    figure = _figure()
+    for side, (name, colour, index) in enumerate(((a, CLASS_COLOURS[0], 2), (b, CLASS_COLOURS[1], 3))):
+        figure.add_bar(
+            y=rows, x=[p[index] - reference for p in pairs], orientation="h", name=safe(name, None), marker_color=colour,
+            customdata=[[safe(p[side], 60), p[index]] for p in pairs],
+            hovertemplate=f"{safe(name, None)}: %{{customdata[0]}}<br>score %{{customdata[1]:.2f}}<extra></extra>",
+        )  # fmt: skip
+    figure.update_layout(
+        title=dict(text=f"What tells {safe(a, None)} from {safe(b, None)}"), barmode="group",
+        xaxis=dict(title=dict(text=f"{_less('score', reference)}<br>({reference:.2f}: the image's mean)")),
+        yaxis=dict(tickvals=rows, ticktext=labels, automargin=True),
+        legend=dict(orientation="h", x=0, y=1.0, yanchor="bottom"), height=max(260, 170 + 2 * ROW * len(pairs)),
+    )  # fmt: skip
+    return _styled(figure)

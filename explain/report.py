@@ -31,7 +31,7 @@ def write_report(run: EvaluationRun, out: str | Path, title: str = "Descry evalu
     """Write every output file into `out`; returns their paths by name."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    names = ("metrics.json", "predictions.csv", "prompts.csv", "views.json", "diagnostics.json", "report.html")
+    names = ("metrics.json", "predictions.csv", "prompts.csv", "classes.json", "views.json", "diagnostics.json", "report.html")
     paths = {name: out / name for name in names}
     paths["metrics.json"].write_text(json.dumps(_finite(run.metrics), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     with open(paths["predictions.csv"], "w", newline="", encoding="utf-8") as handle:
@@ -44,6 +44,9 @@ def write_report(run: EvaluationRun, out: str | Path, title: str = "Descry evalu
         writer = csv.DictWriter(handle, fieldnames=["method", "class", "descriptor", "prompt"])
         writer.writeheader()
         writer.writerows(prompt_rows(next(iter(run.evaluations.values()))))
+    # Each dataset class and the name its prompts used (its descriptor key, or a readable name).
+    labels = {name: run.labels.get(name, name) for name in run.dataset.classes}
+    paths["classes.json"].write_text(json.dumps(labels, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     named_views = {name: [str(run.dataset.paths[i]) for i in indices] for name, indices in run.views.items()}
     paths["views.json"].write_text(json.dumps(named_views, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     paths["diagnostics.json"].write_text(json.dumps(_finite(run.diagnostics), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")

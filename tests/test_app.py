@@ -535,3 +535,18 @@ def test_the_map_of_a_descriptor_in_the_page(models, image_file, siglip_dir):
     siglip_models = app.Models([str(siglip_dir)], device="cpu")
     picture, caption = app.descriptor_map(siglip_models, None, image_file, "tree frog", FROGS, f"tree frog · {FROGS['tree frog'][0]}")
     assert picture is None and "SigLIP has no class token" in caption
+
+
+def test_tell_apart_needs_an_llm_and_scores_the_pairs(models, image_file, no_llm):
+    record = app.explain(models, None, image_file, "tree frog, tailed frog", FROGS)[3]
+    figure, pending, message = app.tell_apart(models, None, image_file, "tree frog, tailed frog", FROGS, record)
+    assert figure is None and pending is None and "No LLM is configured" in message
+    with FakeLLM(default=lambda name: answer("- protruding eyes | tiny eyes\n- bright green | olive brown")) as server:
+        llm = lambda: make_llm("test-model", server.url, None, timeout=5.0, max_retries=0)  # noqa: E731
+        figure, pending, message = app.tell_apart(models, None, image_file, "tree frog, tailed frog", FROGS, record, llm)
+    a, b = record["predictions"][0]["class"], record["predictions"][1]["class"]
+    assert pending == {"a": a, "b": b, "pairs": [["protruding eyes", "tiny eyes"], ["bright green", "olive brown"]]}
+    assert "2 pairs of features" in message and len(figure.data) == 2 and len(figure.data[0].x) == 2
+    merged, note = app.add_pairs(FROGS, pending)
+    assert "tiny eyes" in merged[b] and "bright green" in merged[a] and "Added" in note
+    assert merged[a].count("protruding eyes") == 1 or "protruding eyes" not in FROGS[a]

@@ -56,7 +56,7 @@ def photo(tmp_path):
 
 def test_named_endpoints_are_listed(client):
     endpoints = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
-    assert set(endpoints) == {"/classify", "/generate_descriptors", "/heatmap"}  # the UI's own events stay private
+    assert set(endpoints) == {"/classify", "/generate_descriptors", "/heatmap", "/differential"}  # the UI's own events stay private
 
 
 def test_classify_through_gradio_client(client, photo):
@@ -88,6 +88,12 @@ def test_heatmap_through_gradio_client(client, photo):
     )  # fmt: skip
     assert result["grid_size"] == [4, 4] and len(result["grid"]) == 4 and result["prompt"] == "tree frog, which has protruding eyes"
     assert result["region"] == [10, 0, 70, 60]  # the photo is 80x60: the centre square
+
+
+def test_differential_through_gradio_client(client, llm_server):
+    llm_server.script("", answer("- webbed hind feet | short front legs"))
+    result = client.predict("bullfrog", "tree frog", "", api_name="/differential")
+    assert result["pairs"] == [["webbed hind feet", "short front legs"]]
 
 
 def test_generate_through_gradio_client(client, llm_server):
@@ -280,6 +286,20 @@ def test_a_burst_of_keystrokes_never_hides_a_chart(browser, served):
     assert hidden == []
     page.wait_for_timeout(1000)
     assert "webbed hind" in chart_text(page, "descriptor-plot") and "webbed hin\n" not in chart_text(page, "descriptor-plot")
+    page.close()
+
+
+def test_what_tells_the_top_class_from_the_runner_up(browser, served, llm_server):
+    # The pair prompt carries no descriptor question, so the fake server files it under the empty class name.
+    llm_server.script("", answer("- a pale, mottled coat | a coat of dark stripes\n- tufted ear tips | rounded ears"))
+    page = open_page(browser, served)
+    page.get_by_role("button", name="What tells the top class from the runner-up?").click()
+    expect(page.locator("#descry-message")).to_contain_text("2 pairs of features that tell", timeout=30_000)
+    wait_for_chart(page, "pairs-plot", "What tells")
+    assert "tufted ear tips" in chart_text(page, "pairs-plot")
+    page.get_by_role("button", name="Add to descriptors").click()
+    expect(page.locator("#descry-message")).to_contain_text("Added 4 descriptors", timeout=30_000)
+    wait_for_chart(page, "descriptor-plot", "tufted ear tips")
     page.close()
 
 
