@@ -214,6 +214,8 @@ def tell_apart(models: Models, model_name, image, classes_text: str, descriptors
     if len(predictions) < 2:
         return None, None, note("info", "Explain an image with at least two classes first.")
     a, b = predictions[0]["class"], predictions[1]["class"]
+    if image_path(image) is None:
+        return None, None, note("info", "Upload an image, paste one, or pick an example first.")
     llm = (llm_factory or configured_llm)()
     if llm is None:
         return None, None, note("error", NO_LLM)

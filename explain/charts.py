@@ -253,7 +253,7 @@ def _styled(figure: go.Figure) -> go.Figure:
         title=dict(x=0, xanchor="left", font=dict(size=15)), hoverlabel=dict(font=dict(family=FONT)),
     )  # fmt: skip
     figure.update_xaxes(**grid, showgrid=True)
-    figure.update_yaxes(gridcolor=grid["gridcolor"], zerolinecolor=grid["zerolinecolor"])
+    figure.update_yaxes(gridcolor=grid["gridcolor"], zeroline=False)  # y is a row index: no line through the bottom bar
     return figure
 
 
