@@ -79,8 +79,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="repetitions of the control with seeds S..S+R-1, reported as mean and std (WaffleCLIP used 7; default: 1)",
     )  # fmt: skip
     evaluate.add_argument("--strict", action="store_true", help="a dataset class without descriptors is an error")
+    evaluate.add_argument("--engine", choices=("local", "ray"), default="local", help="embed images here (default) or on Ray")
+    evaluate.add_argument("--ray-address", metavar="ADDR", help="a running Ray cluster (default: start Ray on this machine)")
     evaluate.add_argument("--cache-dir", type=Path, default=None)
     evaluate.add_argument("--no-cache", action="store_true")
+    label = commands.add_parser("label", help="pre-label an unlabelled collection, each label with its descriptor scores")
+    label.add_argument("data", metavar="DATA", help="a folder tree of images, a text file of paths, or a CSV with a path column")
+    label.add_argument("--descriptors", required=True, metavar="FILE.json")
+    label.add_argument("--out", type=Path, required=True, metavar="OUT", help="folder for the labels; a re-run skips what it holds")
+    label.add_argument("--model", default=None, metavar="MODEL", help=f"default: the first of $EXPLAIN_MODEL, else {DEFAULT_MODEL}")
+    label.add_argument("--top", type=_positive, default=5, metavar="K", help="classes kept per image (default: 5)")
+    label.add_argument("--format", choices=("parquet", "csv", "fiftyone"), default="parquet")
+    label.add_argument("--engine", choices=("local", "ray"), default="local")
+    label.add_argument("--ray-address", metavar="ADDR", help="a running Ray cluster (default: start Ray on this machine)")
+    label.add_argument("--batch-size", type=_positive, default=64, metavar="N")
+    label.add_argument("--workers", type=int, default=2, metavar="N", help="decoding processes (local) or Ray actors (ray)")
+    label.add_argument("--device", default="auto", choices=DEVICES)
+    label.add_argument("--part-size", type=_positive, default=256, metavar="N", help="rows written together; a crash loses at most one part (default: 256)")
+    label.add_argument("--cache-dir", type=Path, default=None)
+    label.add_argument("--no-cache", action="store_true")
     return parser
 
 
@@ -112,7 +129,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _quiet_transformers()
     try:
-        return evaluate_command(args) if args.command == "evaluate" else classify_command(args)
+        commands = {"evaluate": evaluate_command, "label": label_command, "classify": classify_command}
+        return commands[args.command](args)
     except (ExplainError, DescriptorError) as error:
         _error(str(error))
         return 2
@@ -187,6 +205,25 @@ def _slug(text: str) -> str:
     return "".join(c if c.isalnum() else "-" for c in text.lower()).strip("-") or "x"
 
 
+def label_command(args: argparse.Namespace) -> int:
+    from explain.labelling import label_collection
+
+    descriptors = load_descriptors(args.descriptors)
+
+    def progress(total: int, already: int):
+        if already:
+            print(f"{already:,} of {total:,} images are already labelled in {args.out}; labelling the rest", file=sys.stderr, flush=True)
+        return _bar("images", total - already) if total > already else None
+
+    summary = label_collection(
+        args.data, descriptors, args.model or configured_models()[0], args.out, args.engine, args.format, args.top,
+        args.batch_size, args.workers, args.device, _store(args), args.ray_address, args.part_size, progress=progress,
+    )  # fmt: skip
+    print(f"labelled {summary['labelled']:,} images ({summary['skipped']:,} already done, {summary['failed']:,} unreadable); "
+          f"wrote {', '.join(str(p) for p in summary['files'])}")  # fmt: skip
+    return 1 if summary["failed"] else 0
+
+
 def encode_progress(total: int):
     """A progress bar on stderr for a long text encode, announced with its size; None for a short one."""
     if total < LONG_ENCODE:
@@ -225,7 +262,21 @@ def evaluate_command(args: argparse.Namespace) -> int:
     explainers = {name: Explainer(load_model(name, args.device), store=store) for name in names}
     for explainer in explainers.values():
         _notes(explainer)
-    run = run_evaluation(dataset, descriptors, explainers, recipe, store, args.batch_size, args.workers, args.strict, _bar)
+    embedder = None
+    if args.engine == "ray":
+        from explain.labelling import ray_engine
+        from explain.models import resolve_device
+
+        ray_engine.start(args.ray_address)
+        device = resolve_device(args.device).type
+
+        def embedder(explainer, paths, step):
+            vectors, failures = ray_engine.embed_paths([str(p) for p in paths], explainer.model.name, device, args.batch_size, args.workers)
+            if step:
+                step(len(paths))
+            return vectors, failures
+
+    run = run_evaluation(dataset, descriptors, explainers, recipe, store, args.batch_size, args.workers, args.strict, _bar, embedder)
     for name in run.missing:
         _error(f"warning: dataset class {name!r} has no descriptors; scored with the template")
     for reason in run.unreadable.values():

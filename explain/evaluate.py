@@ -504,13 +504,21 @@ def run_evaluation(
     workers: int = 2,
     strict: bool = False,
     progress: Callable[[str, int], Callable[[int], None]] | None = None,
+    embedder: Callable | None = None,
 ) -> EvaluationRun:
-    """Embed, score and summarise a dataset for each model; `progress(label, total)` makes a step counter."""
+    """Embed, score and summarise a dataset for each model; `progress(label, total)` makes a step counter.
+
+    `embedder(explainer, paths, step)` replaces the local DataLoader for the image embeddings (the Ray
+    engine); it returns ([n_paths, dim] unit-norm embeddings, {index: reason}) like `embed_files`.
+    """
     match = match_classes(dataset.classes, descriptors, strict)
     embeddings, unreadable = {}, {}
     for name, explainer in explainers.items():
         step = progress(f"images, {name}", len(dataset.paths)) if progress else None
-        embeddings[name], failures = embed_files(explainer, dataset.paths, store, batch_size, workers, step)
+        if embedder is not None:
+            embeddings[name], failures = embedder(explainer, dataset.paths, step)
+        else:
+            embeddings[name], failures = embed_files(explainer, dataset.paths, store, batch_size, workers, step)
         unreadable.update({str(dataset.paths[i]): reason for i, reason in failures.items()})
     keep = [i for i, path in enumerate(dataset.paths) if str(path) not in unreadable]
     if not keep:

@@ -1,0 +1,142 @@
+"""Label rows on disk: small atomic parts as they are done, then one file in the chosen format.
+
+Parts (`OUT/parts/part-NNNNNN.jsonl`) are written to a temporary name and
+renamed, so a part is either whole or absent; a re-run reads them to skip
+what is done. The final file is assembled from all parts, also atomically:
+`labels.parquet` (typed columns, lists of structs), `labels.csv` (the top K
+flattened into columns, the descriptor scores as JSON), or FiftyOne's
+`FiftyOneImageClassificationDataset` layout (`labels.json` and a
+`data.json` manifest of file paths).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+
+FORMATS = ("parquet", "csv", "fiftyone")
+
+
+def parts_folder(out: Path) -> Path:
+    return out / "parts"
+
+
+def done_paths(out: Path) -> set[str]:
+    """Every path that a finished part already holds; clears what a killed run left half-written."""
+    folder = parts_folder(out)
+    for stale in folder.glob(".part-*.tmp") if folder.is_dir() else []:
+        stale.unlink(missing_ok=True)
+    return {row["path"] for row in read_parts(out)}
+
+
+def read_parts(out: Path) -> list[dict]:
+    rows, seen = [], set()
+    folder = parts_folder(out)
+    for part in sorted(folder.glob("part-*.jsonl")) if folder.is_dir() else []:
+        for line in part.read_text(encoding="utf-8").splitlines():
+            row = json.loads(line)
+            if row["path"] not in seen:
+                seen.add(row["path"])
+                rows.append(row)
+    return rows
+
+
+def write_part(out: Path, rows: list[dict]) -> Path:
+    """One part, whole or not at all."""
+    folder = parts_folder(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    number = len(list(folder.glob("part-*.jsonl")))
+    path = folder / f"part-{number:06d}.jsonl"
+    while path.exists():
+        number += 1
+        path = folder / f"part-{number:06d}.jsonl"
+    _atomic(path, lambda handle: handle.write("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)), "w")
+    return path
+
+
+def assemble(out: Path, fmt: str, classes: Iterable[str], top: int) -> list[Path]:
+    rows = read_parts(out)
+    if fmt == "parquet":
+        return [_parquet(out / "labels.parquet", rows)]
+    if fmt == "csv":
+        return [_csv(out / "labels.csv", rows, top)]
+    return _fiftyone(out / "fiftyone", rows, list(classes))
+
+
+def _parquet(path: Path, rows: list[dict]) -> Path:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schema = pa.schema([
+        ("path", pa.string()), ("label", pa.string()), ("probability", pa.float64()),
+        ("top", pa.list_(pa.struct([("class", pa.string()), ("probability", pa.float64())]))),
+        ("baseline_label", pa.string()), ("baseline_probability", pa.float64()), ("margin", pa.float64()),
+        ("descriptors", pa.list_(pa.struct([("descriptor", pa.string()), ("score", pa.float64())]))),
+        ("error", pa.string()),
+    ])  # fmt: skip
+    table = pa.Table.from_pylist(rows, schema=schema)
+    _atomic(path, lambda handle: pq.write_table(table, handle), "wb")
+    return path
+
+
+def _csv(path: Path, rows: list[dict], top: int) -> Path:
+    columns = ["path", "label", "probability", "baseline_label", "baseline_probability", "margin"]
+    columns += [f"top{k}_{what}" for k in range(1, top + 1) for what in ("class", "probability")] + ["descriptors", "error"]
+
+    def flat(row: dict) -> dict:
+        out = {key: row.get(key) for key in columns[:6]}
+        for k, entry in enumerate(row["top"][:top], 1):
+            out[f"top{k}_class"], out[f"top{k}_probability"] = entry["class"], entry["probability"]
+        out["descriptors"] = json.dumps(row["descriptors"], ensure_ascii=False) if row["descriptors"] else ""
+        out["error"] = row.get("error") or ""
+        return out
+
+    def write(handle) -> None:
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(flat(row) for row in rows)
+
+    _atomic(path, write, "w", newline="")
+    return path
+
+
+def _fiftyone(folder: Path, rows: list[dict], classes: list[str]) -> list[Path]:
+    """FiftyOne's FiftyOneImageClassificationDataset: labels.json ({"classes", "labels": {uuid: label}}) and a
+    data.json manifest ({uuid: file path}), for `fo.Dataset.from_dir(dataset_dir=folder,
+    dataset_type=fo.types.FiftyOneImageClassificationDataset, data_path="data.json")`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    labels, data = {}, {}
+    for row in rows:
+        uuid = hashlib.sha1(row["path"].encode("utf-8")).hexdigest()[:20]
+        data[uuid] = str(Path(row["path"]).resolve())
+        if row["label"] is None:
+            labels[uuid] = None
+        else:
+            labels[uuid] = {
+                "label": row["label"], "confidence": row["probability"], "logits": row.get("logits"),
+                "attributes": {"baseline_label": row["baseline_label"], "margin": row["margin"]},
+            }  # fmt: skip
+    written = [folder / "labels.json", folder / "data.json"]
+    _atomic(written[0], lambda h: h.write(json.dumps({"classes": classes, "labels": labels}, ensure_ascii=False, indent=1)), "w")
+    _atomic(written[1], lambda h: h.write(json.dumps(data, ensure_ascii=False, indent=1)), "w")
+    return written
+
+
+def _atomic(path: Path, write, mode: str, **options) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, mode, **({"encoding": "utf-8"} if "b" not in mode else {}), **options) as out:
+            write(out)
+            out.flush()
+            os.fsync(out.fileno())
+        os.chmod(temporary, 0o644)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
