@@ -141,3 +141,19 @@ def test_ray_gives_the_same_labels_and_metrics(ray_here, clip_dir, collection, t
                 assert ours[key] == theirs[key], (method, key)
             for key in ("mean_confidence", "ece"):
                 assert ours[key] == pytest.approx(theirs[key], abs=1e-6)
+
+
+def test_ray_reads_the_images_where_they_lie(ray_here, clip_dir, tmp_path):
+    photos = tmp_path / "bucket"
+    photos.mkdir()
+    for i in range(5):
+        random_image(40 + i).save(photos / f"{i}.png")
+    summary = label_collection(f"local://{photos}", FROGS, str(clip_dir), tmp_path / "out", engine="ray", workers=1, batch_size=2)
+    rows = by_path(pq.read_table(tmp_path / "out" / "labels.parquet").to_pylist())
+    assert summary["labelled"] == 5 and len(rows) == 5 and all(row["label"] in FROGS for row in rows.values())
+    local = by_path(pq.read_table(label_collection(photos, FROGS, str(clip_dir), tmp_path / "local", workers=0)["files"][0]).to_pylist())
+    for path, row in rows.items():
+        other = local[str(Path(path))] if str(Path(path)) in local else local[next(p for p in local if p.endswith(Path(path).name))]
+        assert row["label"] == other["label"] and row["probability"] == pytest.approx(other["probability"], abs=1e-5)
+    again = label_collection(f"local://{photos}", FROGS, str(clip_dir), tmp_path / "out", engine="ray", workers=1, batch_size=2)
+    assert again["labelled"] == 0 and again["skipped"] == 5  # resumed: nothing left to do

@@ -49,13 +49,16 @@ class EmbedAndLabel:
         self.labeller = labeller
 
     def __call__(self, batch: dict) -> dict:
+        from PIL import Image
+
         from explain.images import open_image
 
         paths = [str(p) for p in batch["path"]]
+        pixels = batch.get("image")  # present when Ray read the images itself (read_images)
         images, good, errors = [], [], {}
         for i, path in enumerate(paths):
             try:
-                images.append(open_image(path))
+                images.append(open_image(Image.fromarray(pixels[i]), path) if pixels is not None else open_image(path))
                 good.append(i)
             except ExplainError as error:
                 errors[i] = str(error)
@@ -69,11 +72,22 @@ class EmbedAndLabel:
         return {"row": [json.dumps(row, ensure_ascii=False) for row in self.labeller.rows(paths, embeddings, errors)]}
 
 
-def label_rows(paths: Sequence[str], model: str, device: str, labeller, batch_size: int, workers: int, on_rows: Callable[[list[dict]], None], part_size: int) -> None:
-    """Score every path on Ray and hand the rows to `on_rows` in parts of about `part_size`, as they finish."""
+def label_rows(paths, model: str, device: str, labeller, batch_size: int, workers: int, on_rows: Callable[[list[dict]], None],
+               part_size: int, skip: set[str] = frozenset()) -> None:  # fmt: skip
+    """Score every image on Ray and hand the rows to `on_rows` in parts of about `part_size`, as they finish.
+
+    `paths` is a list of local paths, or one location that `ray.data.read_images` reads where it lies (an
+    object-store prefix such as s3://bucket/photos/, or local://...), in which case Ray decodes the images
+    and the images already in `skip` are left out.
+    """
     import ray
 
-    dataset = ray.data.from_items([{"path": p} for p in paths])
+    if isinstance(paths, str):
+        dataset = ray.data.read_images(paths, include_paths=True, mode="RGB")
+        if skip:
+            dataset = dataset.filter(lambda row: row["path"] not in skip)
+    else:
+        dataset = ray.data.from_items([{"path": p} for p in paths])
     scored = dataset.map_batches(
         EmbedAndLabel, fn_constructor_kwargs={"model": model, "device": device, "labeller": labeller},
         batch_size=batch_size, concurrency=max(1, workers), num_gpus=1 if device == "cuda" else 0,

@@ -38,8 +38,11 @@ def label_collection(
     if engine not in ENGINES or fmt not in FORMATS:
         raise ValueError(f"engine must be one of {ENGINES} and format one of {FORMATS}")
     out = Path(out)
-    paths = read_sources(data)
     done = done_paths(out)
+    remote = engine == "ray" and "://" in str(data)  # e.g. s3://bucket/photos/: Ray reads the images where they lie
+    if remote:
+        return _label_remote(str(data), descriptors, model, out, fmt, top, batch_size, workers, device, store, ray_address, part_size, done)
+    paths = read_sources(data)
     todo = [p for p in paths if p not in done]
     explainer = Explainer(load_model(model, device), store=store)
     labeller = Labeller.build(explainer, descriptors, top, keep_logits=fmt == "fiftyone")
@@ -65,3 +68,21 @@ def label_collection(
         ray_engine.label_rows(todo, model, resolve_device(device).type, labeller, batch_size, workers, keep, part_size)
     files = assemble(out, fmt, labeller.plan.classes, top)
     return {"labelled": len(todo), "skipped": len(paths) - len(todo), "failed": failed, "files": files}
+
+
+def _label_remote(location, descriptors, model, out, fmt, top, batch_size, workers, device, store, ray_address, part_size, done) -> dict:
+    from explain.labelling import ray_engine
+
+    explainer = Explainer(load_model(model, device), store=store)
+    labeller = Labeller.build(explainer, descriptors, top, keep_logits=fmt == "fiftyone")
+    counts = {"labelled": 0, "failed": 0}
+
+    def keep(rows: list[dict]) -> None:
+        write_part(out, rows)
+        counts["labelled"] += len(rows)
+        counts["failed"] += sum(1 for row in rows if row["error"])
+
+    ray_engine.start(ray_address)
+    ray_engine.label_rows(location, model, resolve_device(device).type, labeller, batch_size, workers, keep, part_size, done)
+    files = assemble(out, fmt, labeller.plan.classes, top)
+    return {"labelled": counts["labelled"], "skipped": len(done), "failed": counts["failed"], "files": files}
