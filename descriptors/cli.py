@@ -8,7 +8,6 @@ exit codes. Generation, parsing, merging and validation live in `generate`,
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 import sys

@@ -270,11 +270,13 @@ def evaluate_command(args: argparse.Namespace) -> int:
         ray_engine.start(args.ray_address)
         device = resolve_device(args.device).type
 
-        def embedder(explainer, paths, step):
+        def on_ray(explainer, paths, step):
             vectors, failures = ray_engine.embed_paths([str(p) for p in paths], explainer.model.name, device, args.batch_size, args.workers)
             if step:
                 step(len(paths))
             return vectors, failures
+
+        embedder = on_ray
 
     run = run_evaluation(dataset, descriptors, explainers, recipe, store, args.batch_size, args.workers, args.strict, _bar, embedder)
     for name in run.missing:

@@ -43,7 +43,7 @@ def test_explain_returns_three_charts_a_record_and_a_status(models, image_file):
     assert len(ranking.data) == 2 and len(descriptors.data) == 3 and len(contrast.data) == 3
     assert "scored 3 classes" in headline and "No descriptors, scored with the template: axolotl." in headline
     top = record["predictions"][0]
-    assert f'class="descry-answer"' in headline and f"{top['class']} " in headline and message == ""
+    assert 'class="descry-answer"' in headline and f"{top['class']} " in headline and message == ""
 
 
 def test_explain_matches_the_engine(models, image_file):

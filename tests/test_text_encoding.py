@@ -1,7 +1,6 @@
 """Length-bucketed text encoding: the same embeddings as plain batches, for every family; progress on long encodes."""
 
 import numpy as np
-import pytest
 import torch
 
 from explain import Explainer, load_model
