@@ -232,12 +232,13 @@ def tell_apart(models: Models, model_name, image, classes_text: str, descriptors
         picture = open_image(path, "The image")
         explainer = models.get(model_name)
         scored = explainer.classify(picture, {a: [x for x, _ in found], b: [y for _, y in found]}, name=Path(path).name)
-        context = explainer.classify(picture, chosen_classes(classes_text, descriptors), name=Path(path).name)
     except (DescriptorError, ExplainError) as error:
         return None, None, note("error", f"Could not score the pairs: {error}")
     by_text = {(entry.name, d.descriptor): d.score for entry in scored.predictions for d in entry.descriptors}
     rows = [(x, y, by_text[(a, x)], by_text[(b, y)]) for x, y in found if (a, x) in by_text and (b, y) in by_text]
-    figure = pairs_figure(a, b, rows, reference_score(context))
+    # The same reference as the descriptor chart: the mean of every descriptor score in the explanation shown.
+    shown = [d["score"] for p in predictions for d in p["descriptors"]]
+    figure = pairs_figure(a, b, rows, sum(shown) / len(shown))
     cached = " (from the cache)" if result.cached else ""
     return figure, {"a": a, "b": b, "pairs": found}, note("done", f"{len(found)} pairs of features that tell {a} from {b}{cached}. Add them to both classes' descriptors to see their effect.")
 

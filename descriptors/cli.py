@@ -45,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--classes", metavar="LIST", help='comma-separated, e.g. "tree frog,tailed frog"')
     source.add_argument("--classes-file", type=Path, metavar="FILE", help="one class per line; blank lines and # comments skipped")
     make.add_argument("--out", type=Path, required=True, metavar="FILE.json", help="created, or merged into if it exists")
-    make.add_argument("--model", default=os.environ.get("DESCRY_LLM_MODEL", DEFAULT_LLM), help=f"LLM name (default: $DESCRY_LLM_MODEL or {DEFAULT_LLM})")
+    make.add_argument("--model", dest="llm_model", default=os.environ.get("DESCRY_LLM_MODEL", DEFAULT_LLM), help=f"LLM name (default: $DESCRY_LLM_MODEL or {DEFAULT_LLM})")
     make.add_argument("--base-url", default=os.environ.get("OPENAI_BASE_URL"), metavar="URL", help="OpenAI-compatible endpoint (default: $OPENAI_BASE_URL)")
     make.add_argument("--concurrency", type=int, default=4, metavar="N", help="requests in flight at once (default: 4)")
     make.add_argument("--force", action="store_true", help="regenerate classes the file already has")
@@ -80,8 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _llm_flags(parser: argparse.ArgumentParser, model_flag: str = "--model") -> None:
-    dest = "model" if model_flag == "--model" else "model_llm"
-    parser.add_argument(model_flag, dest=dest, default=os.environ.get("DESCRY_LLM_MODEL", DEFAULT_LLM), help=f"LLM name (default: $DESCRY_LLM_MODEL or {DEFAULT_LLM})")
+    parser.add_argument(model_flag, dest="llm_model", default=os.environ.get("DESCRY_LLM_MODEL", DEFAULT_LLM), help=f"LLM name (default: $DESCRY_LLM_MODEL or {DEFAULT_LLM})")
     parser.add_argument("--base-url", default=os.environ.get("OPENAI_BASE_URL"), metavar="URL", help="OpenAI-compatible endpoint (default: $OPENAI_BASE_URL)")
     parser.add_argument("--concurrency", type=int, default=4, metavar="N")
     parser.add_argument("--timeout", type=float, default=60.0, metavar="SECONDS")
@@ -182,7 +181,7 @@ def differential_command(args: argparse.Namespace) -> int:
         for key, found in result.descriptors.items():
             a, b = key.split(SEPARATOR, 1)
             entries[(a, b)] = {"classes": [a, b], "pairs": found}
-        _write_json(args.out, list(entries.values()))
+        save_descriptors(args.out, list(entries.values()))
         _say(f"wrote {len(result.descriptors)} pairs of classes to {args.out}")
     return _outcome(result, received, "pairs")
 
@@ -206,7 +205,7 @@ def refine_command(args: argparse.Namespace) -> int:
     confused = most_confused(confusion, classes, args.top)
     if not confused:
         _say(f"{model}: no two classes were confused; nothing to refine")
-        _write_json(args.out, descriptors)
+        save_descriptors(args.out, descriptors)
         return 0
     names = [(labels.get(a, a), labels.get(b, b)) for a, b, _ in confused]
     for (a, b), (_, _, count) in zip(names, confused):
@@ -241,15 +240,11 @@ def _read_pairs(path: Path) -> list[dict]:
     return data
 
 
-def _write_json(path: Path, data) -> None:
-    save_descriptors(path, data)  # the same atomic write, whatever the JSON
-
-
 def _llm_and_cache(args: argparse.Namespace):
     api_key = os.environ.get("OPENAI_API_KEY") or None
     if not api_key and not args.base_url:
         raise DescriptorError(NO_LLM)
-    llm = make_llm(args.model_llm if hasattr(args, "model_llm") else args.model, args.base_url, api_key, timeout=args.timeout, max_retries=args.retries)
+    llm = make_llm(args.llm_model, args.base_url, api_key, timeout=args.timeout, max_retries=args.retries)
     cache = None if args.no_cache else GenerationCache(default_cache_dir() / "generations.sqlite3", _warn)
     return llm, cache
 

@@ -98,23 +98,30 @@ def select_classes(descriptors: Mapping[str, list[str]], classes: Iterable[str] 
     return chosen
 
 
-def save_descriptors(path: str | Path, descriptors: Mapping[str, list[str]]) -> None:
-    """Write a descriptor file atomically: a temporary file in the same folder, then a rename."""
+def save_descriptors(path: str | Path, descriptors) -> None:
+    """Write a descriptor file (or any JSON) atomically."""
+    text = json.dumps(descriptors, ensure_ascii=False, indent=2) + "\n"
+    write_atomically(path, lambda out: out.write(text))
+
+
+def write_atomically(path: str | Path, write, mode: str = "w", **options) -> None:
+    """Call `write(handle)` on a temporary file in the same folder, then rename it over `path`: the file is
+    whole or untouched. An existing file keeps its mode; a new one gets 0644 less the umask."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(descriptors, ensure_ascii=False, indent=2) + "\n"
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         # mkstemp makes the file private (0600); keep the mode the file had, or the usual 0644 less the umask.
         try:
-            mode = path.stat().st_mode & 0o7777
+            file_mode = path.stat().st_mode & 0o7777
         except FileNotFoundError:
             umask = os.umask(0)
             os.umask(umask)
-            mode = 0o644 & ~umask
-        os.chmod(temporary, mode)
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            out.write(text)
+            file_mode = 0o644 & ~umask
+        os.chmod(temporary, file_mode)
+        text_options = {} if "b" in mode else {"encoding": "utf-8"}
+        with os.fdopen(handle, mode, **text_options, **options) as out:
+            write(out)
             out.flush()
             os.fsync(out.fileno())
         os.replace(temporary, path)

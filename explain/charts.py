@@ -217,12 +217,6 @@ def contrast_figure(contrast: Contrast, reference: float = 0.0) -> go.Figure:
     return _styled(figure)
 
 
-def axis_span(figure: go.Figure) -> float:
-    """The width of a figure's x axis range, for checking what a difference looks like on it."""
-    low, high = figure.layout.xaxis.range
-    return high - low
-
-
 def _relative_shares(entry: ClassScore, reference: float) -> list[tuple]:
     n = max(len(entry.descriptors), 1)
     return [(d, (d.score - reference) / n) for d in entry.descriptors]

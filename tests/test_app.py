@@ -5,6 +5,7 @@ import re
 from pathlib import Path
 
 import gradio as gr
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -548,5 +549,12 @@ def test_tell_apart_needs_an_llm_and_scores_the_pairs(models, image_file, no_llm
     assert pending == {"a": a, "b": b, "pairs": [["protruding eyes", "tiny eyes"], ["bright green", "olive brown"]]}
     assert "2 pairs of features" in message and len(figure.data) == 2 and len(figure.data[0].x) == 2
     merged, note = app.add_pairs(FROGS, pending)
-    assert "tiny eyes" in merged[b] and "bright green" in merged[a] and "Added" in note
-    assert merged[a].count("protruding eyes") == 1 or "protruding eyes" not in FROGS[a]
+    new_a = [x for x in ("protruding eyes", "bright green") if x not in FROGS[a]]
+    assert merged[a] == FROGS[a] + new_a and merged[b] == FROGS[b] + ["tiny eyes", "olive brown"]
+    assert f"Added {len(new_a) + 2} descriptors" in note
+    reference = np.mean([d["score"] for p in record["predictions"] for d in p["descriptors"]])
+    assert figure.data[0].x[0] == pytest.approx(scored_pair_score(models, image_file, a, "protruding eyes") - reference, abs=1e-4)
+
+
+def scored_pair_score(models, image_file, class_name, feature):
+    return models.get().classify(image_file, {class_name: [feature]}).predictions[0].descriptors[0].score

@@ -5,7 +5,6 @@ import pytest
 from explain import Explainer
 from explain.charts import (
     CLASS_COLOURS,
-    axis_span,
     class_colours,
     contrast_figure,
     descriptor_figure,
@@ -16,6 +15,12 @@ from explain.charts import (
 )
 from tests.conftest import random_image
 from tests.hand_made import DIRECTIONS, FROGS, SEED_BASELINE, SEED_FROGS, HandMadeEncoder, classification_at_scale, twenty_classes
+
+
+def axis_span(figure) -> float:
+    """The width of a figure's x axis, to see what a difference looks like on it."""
+    low, high = figure.layout.xaxis.range
+    return high - low
 
 
 @pytest.fixture

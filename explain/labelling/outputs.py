@@ -14,10 +14,10 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-import os
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
+
+from descriptors.store import write_atomically
 
 FORMATS = ("parquet", "csv", "fiftyone")
 
@@ -55,7 +55,7 @@ def write_part(out: Path, rows: list[dict]) -> Path:
     while path.exists():
         number += 1
         path = folder / f"part-{number:06d}.jsonl"
-    _atomic(path, lambda handle: handle.write("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)), "w")
+    write_atomically(path, lambda handle: handle.write("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)), "w")
     return path
 
 
@@ -80,7 +80,7 @@ def _parquet(path: Path, rows: list[dict]) -> Path:
         ("error", pa.string()),
     ])  # fmt: skip
     table = pa.Table.from_pylist(rows, schema=schema)
-    _atomic(path, lambda handle: pq.write_table(table, handle), "wb")
+    write_atomically(path, lambda handle: pq.write_table(table, handle), "wb")
     return path
 
 
@@ -101,7 +101,7 @@ def _csv(path: Path, rows: list[dict], top: int) -> Path:
         writer.writeheader()
         writer.writerows(flat(row) for row in rows)
 
-    _atomic(path, write, "w", newline="")
+    write_atomically(path, write, "w", newline="")
     return path
 
 
@@ -122,21 +122,6 @@ def _fiftyone(folder: Path, rows: list[dict], classes: list[str]) -> list[Path]:
                 "attributes": {"baseline_label": row["baseline_label"], "margin": row["margin"]},
             }  # fmt: skip
     written = [folder / "labels.json", folder / "data.json"]
-    _atomic(written[0], lambda h: h.write(json.dumps({"classes": classes, "labels": labels}, ensure_ascii=False, indent=1)), "w")
-    _atomic(written[1], lambda h: h.write(json.dumps(data, ensure_ascii=False, indent=1)), "w")
+    write_atomically(written[0], lambda h: h.write(json.dumps({"classes": classes, "labels": labels}, ensure_ascii=False, indent=1)), "w")
+    write_atomically(written[1], lambda h: h.write(json.dumps(data, ensure_ascii=False, indent=1)), "w")
     return written
-
-
-def _atomic(path: Path, write, mode: str, **options) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, mode, **({"encoding": "utf-8"} if "b" not in mode else {}), **options) as out:
-            write(out)
-            out.flush()
-            os.fsync(out.fileno())
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise

@@ -88,10 +88,7 @@ def label_rows(paths, model: str, device: str, labeller, batch_size: int, worker
             dataset = dataset.filter(lambda row: row["path"] not in skip)
     else:
         dataset = ray.data.from_items([{"path": p} for p in paths])
-    scored = dataset.map_batches(
-        EmbedAndLabel, fn_constructor_kwargs={"model": model, "device": device, "labeller": labeller},
-        batch_size=batch_size, concurrency=max(1, workers), num_gpus=1 if device == "cuda" else 0,
-    )  # fmt: skip
+    scored = _on_actors(dataset, model, device, batch_size, workers, labeller)
     for batch in scored.iter_batches(batch_size=part_size, batch_format="numpy"):
         on_rows([json.loads(text) for text in batch["row"]])
 
@@ -101,10 +98,7 @@ def embed_paths(paths: Sequence[str], model: str, device: str, batch_size: int, 
     import ray
 
     dataset = ray.data.from_items([{"index": i, "path": p} for i, p in enumerate(paths)])
-    embedded = dataset.map_batches(
-        EmbedAndLabel, fn_constructor_kwargs={"model": model, "device": device},
-        batch_size=batch_size, concurrency=max(1, workers), num_gpus=1 if device == "cuda" else 0,
-    )  # fmt: skip
+    embedded = _on_actors(dataset, model, device, batch_size, workers)
     index = {p: i for i, p in enumerate(paths)}
     vectors, failures = None, {}
     for batch in embedded.iter_batches(batch_size=1024, batch_format="numpy"):
@@ -115,3 +109,11 @@ def embed_paths(paths: Sequence[str], model: str, device: str, batch_size: int, 
             if error:
                 failures[index[str(path)]] = str(error)
     return (vectors if vectors is not None else np.zeros((len(paths), 0), np.float32)), failures
+
+
+def _on_actors(dataset, model: str, device: str, batch_size: int, workers: int, labeller=None):
+    """`dataset` mapped through `workers` EmbedAndLabel actors, one GPU each on a GPU machine."""
+    return dataset.map_batches(
+        EmbedAndLabel, fn_constructor_kwargs={"model": model, "device": device, "labeller": labeller},
+        batch_size=batch_size, concurrency=max(1, workers), num_gpus=1 if device == "cuda" else 0,
+    )  # fmt: skip

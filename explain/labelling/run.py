@@ -39,20 +39,19 @@ def label_collection(
         raise ValueError(f"engine must be one of {ENGINES} and format one of {FORMATS}")
     out = Path(out)
     done = done_paths(out)
-    remote = engine == "ray" and "://" in str(data)  # e.g. s3://bucket/photos/: Ray reads the images where they lie
-    if remote:
-        return _label_remote(str(data), descriptors, model, out, fmt, top, batch_size, workers, device, store, ray_address, part_size, done)
-    paths = read_sources(data)
-    todo = [p for p in paths if p not in done]
+    # A location such as s3://bucket/photos/ is read by Ray where it lies; otherwise list the images here.
+    remote = engine == "ray" and "://" in str(data)
+    paths = [] if remote else read_sources(data)
+    todo = str(data) if remote else [p for p in paths if p not in done]
     explainer = Explainer(load_model(model, device), store=store)
     labeller = Labeller.build(explainer, descriptors, top, keep_logits=fmt == "fiftyone")
-    step = progress(len(paths), len(paths) - len(todo)) if progress else None
-    failed = 0
+    step = progress(len(paths), len(paths) - len(todo)) if progress and not remote else None
+    counts = {"labelled": 0, "failed": 0}
 
     def keep(rows: list[dict]) -> None:
-        nonlocal failed
         write_part(out, rows)
-        failed += sum(1 for row in rows if row["error"])
+        counts["labelled"] += len(rows)
+        counts["failed"] += sum(1 for row in rows if row["error"])
         if step:
             step(len(rows))
 
@@ -65,24 +64,6 @@ def label_collection(
         from explain.labelling import ray_engine
 
         ray_engine.start(ray_address)
-        ray_engine.label_rows(todo, model, resolve_device(device).type, labeller, batch_size, workers, keep, part_size)
+        ray_engine.label_rows(todo, model, resolve_device(device).type, labeller, batch_size, workers, keep, part_size, done)
     files = assemble(out, fmt, labeller.plan.classes, top)
-    return {"labelled": len(todo), "skipped": len(paths) - len(todo), "failed": failed, "files": files}
-
-
-def _label_remote(location, descriptors, model, out, fmt, top, batch_size, workers, device, store, ray_address, part_size, done) -> dict:
-    from explain.labelling import ray_engine
-
-    explainer = Explainer(load_model(model, device), store=store)
-    labeller = Labeller.build(explainer, descriptors, top, keep_logits=fmt == "fiftyone")
-    counts = {"labelled": 0, "failed": 0}
-
-    def keep(rows: list[dict]) -> None:
-        write_part(out, rows)
-        counts["labelled"] += len(rows)
-        counts["failed"] += sum(1 for row in rows if row["error"])
-
-    ray_engine.start(ray_address)
-    ray_engine.label_rows(location, model, resolve_device(device).type, labeller, batch_size, workers, keep, part_size, done)
-    files = assemble(out, fmt, labeller.plan.classes, top)
-    return {"labelled": counts["labelled"], "skipped": len(done), "failed": counts["failed"], "files": files}
+    return {"labelled": counts["labelled"], "skipped": len(done) if remote else len(paths) - len(todo), "failed": counts["failed"], "files": files}

@@ -6,8 +6,7 @@ import csv
 from pathlib import Path
 
 from explain.errors import ExplainError
-
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+from explain.evaluate import IMAGE_SUFFIXES
 
 
 def read_sources(data: str | Path) -> list[str]:
