@@ -246,7 +246,7 @@ def _styled(figure: go.Figure) -> go.Figure:
         margin=dict(l=8, r=16, t=56, b=64), font=dict(family=FONT, size=12, color="#374151"),
         title=dict(x=0, xanchor="left", font=dict(size=15)), hoverlabel=dict(font=dict(family=FONT)),
     )  # fmt: skip
-    figure.update_xaxes(**grid, showgrid=True)
+    figure.update_xaxes(**grid, showgrid=True, automargin=True, title_standoff=10)  # axis titles clear the tick labels
     figure.update_yaxes(gridcolor=grid["gridcolor"], zeroline=False)  # y is a row index: no line through the bottom bar
     return figure
 
