@@ -34,10 +34,22 @@ from PIL import Image  # noqa: E402
 from transformers import pipeline  # noqa: E402
 
 from explain import Explainer, wrap_model  # noqa: E402
-from explain.evaluate import PromptRecipe, embed_files, load_dataset, run_evaluation  # noqa: E402
+from explain.datasets import embed_files, load_dataset  # noqa: E402
+from explain.evaluate import PromptRecipe, run_evaluation  # noqa: E402
 from tests.tiny_models import full_size_clip  # noqa: E402
 
-CLASSES = ["tree frog", "tailed frog", "bullfrog", "tabby cat", "lynx", "espresso", "cappuccino", "rocket", "pagoda", "dahlia"]
+CLASSES = [
+    "tree frog",
+    "tailed frog",
+    "bullfrog",
+    "tabby cat",
+    "lynx",
+    "espresso",
+    "cappuccino",
+    "rocket",
+    "pagoda",
+    "dahlia",
+]
 
 
 def make_photos(root: Path, count: int) -> None:
@@ -49,7 +61,9 @@ def make_photos(root: Path, count: int) -> None:
         coarse = rng.integers(0, 256, size=(12, 16, 3), dtype=np.uint8)
         image = Image.fromarray(coarse).resize((500, 375), Image.Resampling.BICUBIC)
         noise = rng.normal(0, 12, size=(375, 500, 3))
-        Image.fromarray(np.clip(np.asarray(image) + noise, 0, 255).astype(np.uint8)).save(folder / f"{i}.jpg", quality=90)
+        Image.fromarray(np.clip(np.asarray(image) + noise, 0, 255).astype(np.uint8)).save(
+            folder / f"{i}.jpg", quality=90
+        )
 
 
 def main() -> None:
@@ -83,12 +97,22 @@ def main() -> None:
         embed_files(Explainer(encoder), dataset.paths, None, args.batch_size, args.workers)
         loader_rate = len(images) / (time.perf_counter() - start)
 
-        descriptors = {name: [f"a typical feature of a {name}", "a distinctive shape", "a usual colour"] for name in CLASSES}
+        descriptors = {
+            name: [f"a typical feature of a {name}", "a distinctive shape", "a usual colour"] for name in CLASSES
+        }
         start = time.perf_counter()
-        run_evaluation(dataset, descriptors, {"m": Explainer(encoder)}, PromptRecipe(), None, args.batch_size, args.workers)
+        run_evaluation(
+            dataset, descriptors, {"m": Explainer(encoder)}, PromptRecipe(), None, args.batch_size, args.workers
+        )
         evaluation_rate = len(images) / (time.perf_counter() - start)
 
-        classify = pipeline("zero-shot-image-classification", model=model, tokenizer=tokenizer, image_processor=processor.image_processor, device="cpu")
+        classify = pipeline(
+            "zero-shot-image-classification",
+            model=model,
+            tokenizer=tokenizer,
+            image_processor=processor.image_processor,
+            device="cpu",
+        )
         sample = dataset.paths[: max(16, len(dataset.paths) // 4)]
         classify(str(sample[0]), candidate_labels=CLASSES, hypothesis_template="a photo of a {}.")  # warm-up
         start = time.perf_counter()
@@ -96,10 +120,19 @@ def main() -> None:
             classify(str(path), candidate_labels=CLASSES, hypothesis_template="a photo of a {}.")
         pipeline_rate = len(sample) / (time.perf_counter() - start)
 
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs, ViT-B/32 sizes, random weights")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs, "
+        "ViT-B/32 sizes, random weights"
+    )
     print(f"{len(images)} JPEGs of 500x375, batch size {args.batch_size}, {args.workers} workers")
-    print(f"(a) DataLoader embedding {loader_rate:7.1f} img/s / bare image forward {forward_rate:7.1f} img/s = {loader_rate / forward_rate:5.2f}  (target >= 0.85)")
-    print(f"(b) whole evaluation     {evaluation_rate:7.1f} img/s / pipeline, image by image {pipeline_rate:7.1f} img/s = {evaluation_rate / pipeline_rate:5.2f}  (target >= 3)")
+    print(
+        f"(a) DataLoader embedding {loader_rate:7.1f} img/s / bare image forward {forward_rate:7.1f} img/s "
+        f"= {loader_rate / forward_rate:5.2f}  (target >= 0.85)"
+    )
+    print(
+        f"(b) whole evaluation     {evaluation_rate:7.1f} img/s / pipeline, image by image {pipeline_rate:7.1f} img/s "
+        f"= {evaluation_rate / pipeline_rate:5.2f}  (target >= 3)"
+    )
 
 
 if __name__ == "__main__":

@@ -32,8 +32,10 @@ from PIL import Image  # noqa: E402
 
 from descriptors import load_descriptors  # noqa: E402
 from explain import EmbeddingStore  # noqa: E402
-from explain.labelling import label_collection  # noqa: E402
-from explain.labelling import ray_engine  # noqa: E402
+from explain.labelling import (
+    label_collection,  # noqa: E402
+    ray_engine,  # noqa: E402
+)
 from explain.models import load_model  # noqa: E402
 from tests.tiny_models import full_size_clip  # noqa: E402
 
@@ -53,7 +55,9 @@ def main() -> None:
         photos.mkdir()
         rng = np.random.default_rng(0)
         for i in range(args.images):
-            Image.fromarray(rng.integers(0, 256, size=(375, 500, 3), dtype=np.uint8)).save(photos / f"{i:04d}.jpg", quality=90)
+            Image.fromarray(rng.integers(0, 256, size=(375, 500, 3), dtype=np.uint8)).save(
+                photos / f"{i:04d}.jpg", quality=90
+            )
         descriptors = load_descriptors(ROOT / "assets" / "descriptors" / "demo.json")
         encoder = load_model(str(folder / "model"), "cpu")
         pixels = encoder.preprocess([Image.open(p).convert("RGB") for p in sorted(photos.glob("*.jpg"))[:64]])
@@ -72,16 +76,34 @@ def main() -> None:
 
         def timed(engine: str) -> float:
             started = time.perf_counter()
-            label_collection(photos, descriptors, str(folder / "model"), folder / f"out-{engine}", engine=engine, batch_size=64, workers=2, store=store)
+            label_collection(
+                photos,
+                descriptors,
+                str(folder / "model"),
+                folder / f"out-{engine}",
+                engine=engine,
+                batch_size=64,
+                workers=2,
+                store=store,
+            )
             return args.images / (time.perf_counter() - started)
 
         local = timed("local")
         ray_engine.start(cpus=os.cpu_count())
         ray = timed("ray")
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs, ViT-B/32 sizes, random weights")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs, "
+        "ViT-B/32 sizes, random weights"
+    )
     print(f"{args.images} JPEGs of 500x375, demo set (14 classes), batch 64, 2 workers")
-    print(f"(a) local labelling {local:6.1f} img/s / bare image forward {bare:6.1f} img/s = {local / bare:4.2f}  (target >= 0.9)")
-    print(f"(b) Ray labelling   {ray:6.1f} img/s / local labelling {local:6.1f} img/s = {ray / local:4.2f}  (Ray's start-up included)")
+    print(
+        f"(a) local labelling {local:6.1f} img/s / bare image forward {bare:6.1f} img/s "
+        f"= {local / bare:4.2f}  (target >= 0.9)"
+    )
+    print(
+        f"(b) Ray labelling   {ray:6.1f} img/s / local labelling {local:6.1f} img/s "
+        f"= {ray / local:4.2f}  (Ray's start-up included)"
+    )
 
 
 if __name__ == "__main__":

@@ -28,11 +28,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-import app  # noqa: E402
+import web.editor  # noqa: E402
+from explain import ExplainerPool  # noqa: E402
 from tests.tiny_models import full_size_clip  # noqa: E402
+from web import Settings, build_app, launch_options  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
-FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 TYPED = "webbed hind feet and a pale belly"
 
 
@@ -47,10 +55,10 @@ def main() -> None:
         model.save_pretrained(folder)
         processor.save_pretrained(folder)
         os.environ["DESCRY_CACHE_DIR"] = str(Path(folder) / "cache")
-        models = app.Models([folder], device="cpu")
+        models = ExplainerPool([folder], device="cpu")
         models.load_error()
         server_ms: list[float] = []
-        explain = app.explain
+        explain = web.editor.explain_image  # what each keystroke's request calls
 
         def timed_explain(*call):
             started = time.perf_counter()
@@ -58,15 +66,20 @@ def main() -> None:
             server_ms.append((time.perf_counter() - started) * 1000)
             return result
 
-        app.explain = timed_explain
-        blocks = app.build_app(models)
-        blocks.launch(**{**app.launch_options(None), "server_name": "127.0.0.1"}, prevent_thread_lock=True, quiet=True)
+        web.editor.explain_image = timed_explain
+        settings = Settings.from_environment()
+        blocks = build_app(models, settings)
+        blocks.launch(
+            **{**launch_options(settings, None), "server_name": "127.0.0.1"}, prevent_thread_lock=True, quiet=True
+        )
         try:
             with sync_playwright() as playwright:
                 browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
                 page = browser.new_page(viewport={"width": 1400, "height": 900})
                 page.goto(blocks.local_url, wait_until="load")
-                page.wait_for_function("(e => e && e.innerText.includes('%'))(document.querySelector('#descry-headline'))", timeout=120_000)
+                page.wait_for_function(
+                    "(e => e && e.innerText.includes('%'))(document.querySelector('#descry-headline'))", timeout=120_000
+                )
                 features = page.get_by_label("Features, one per line")
                 features.click()
                 features.press("End")
@@ -79,19 +92,24 @@ def main() -> None:
                     typed += key
                     started = time.perf_counter()
                     features.press(key if key != " " else "Space")
-                                    # A tick label's lines are separate text runs: compare with all whitespace removed.
+                    # A tick label's lines are separate text runs: compare with all whitespace removed.
                     page.wait_for_function(
                         "([t]) => [...document.querySelectorAll('#descriptor-plot g[class$=\"tick\"] text')]"
                         ".some(e => e.textContent.replace(/\\s+/g, '') === t.replace(/\\s+/g, ''))",
-                        arg=[typed], timeout=30_000, polling="raf",
-                    )  # fmt: skip
+                        arg=[typed],
+                        timeout=30_000,
+                        polling="raf",
+                    )
                     times.append((time.perf_counter() - started) * 1000)
                     page.wait_for_timeout(250)  # a person's pause between keys; lets each update land alone
                 browser.close()
         finally:
             blocks.close()
-            app.explain = explain
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs, ViT-B/32 sizes, random weights")
+            web.editor.explain_image = explain
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs, "
+        "ViT-B/32 sizes, random weights"
+    )
     print(f"demo set, {len(times)} keystrokes typed one at a time in headless Chromium at 1400x900")
     quartiles = statistics.quantiles(times, n=4)
     print(

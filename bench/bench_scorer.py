@@ -36,9 +36,13 @@ from explain import Explainer, wrap_model  # noqa: E402
 from tests.tiny_models import full_size_clip  # noqa: E402
 
 FEATURES = [
-    "protruding eyes", "a bright green colour", "sticky toe pads", "a slender body",
-    "long hind legs", "a smooth, moist skin",
-]  # fmt: skip
+    "protruding eyes",
+    "a bright green colour",
+    "sticky toe pads",
+    "a slender body",
+    "long hind legs",
+    "a smooth, moist skin",
+]
 
 
 def paired_medians(action, reference, repeats: int, warmup: int = 3) -> tuple[float, float]:
@@ -104,9 +108,18 @@ def main() -> None:
     edits = args.repeats + 3
     assert explainer.texts_encoded - before == edits, "an edit re-encoded more than the edited prompt"
 
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, ViT-B/32 sizes, random weights, median of {args.repeats}")
-    print(f"(a) re-score after one edit  {edit_ms:8.2f} ms / one text forward   {text_ms:8.2f} ms = {edit_ms / text_ms:5.2f}  (target <= 2)")
-    print(f"(b) score a new image        {new_image_ms:8.2f} ms / one image forward  {image_ms:8.2f} ms = {new_image_ms / image_ms:5.2f}  (target <= 1.3)")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, ViT-B/32 sizes, random weights, "
+        f"median of {args.repeats}"
+    )
+    print(
+        f"(a) re-score after one edit  {edit_ms:8.2f} ms / one text forward   {text_ms:8.2f} ms "
+        f"= {edit_ms / text_ms:5.2f}  (target <= 2)"
+    )
+    print(
+        f"(b) score a new image        {new_image_ms:8.2f} ms / one image forward  {image_ms:8.2f} ms "
+        f"= {new_image_ms / image_ms:5.2f}  (target <= 1.3)"
+    )
 
 
 if __name__ == "__main__":

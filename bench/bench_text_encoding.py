@@ -44,7 +44,9 @@ from explain.models import TEXT_BATCH  # noqa: E402
 from explain.scoring import normalise  # noqa: E402
 from tests.tiny_models import full_size_clip  # noqa: E402
 
-SHIPPED = [ROOT / "assets" / "descriptors" / name for name in ("caltech256.json", "cifar100.json", "cifar10.json", "demo.json")]
+SHIPPED = [
+    ROOT / "assets" / "descriptors" / name for name in ("caltech256.json", "cifar100.json", "cifar10.json", "demo.json")
+]
 
 
 def prompt_set(files: list[Path], limit: int, seed: int = 0) -> list[str]:
@@ -83,16 +85,23 @@ def photo(seed: int) -> Image.Image:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--descriptors", type=Path, action="append", help="descriptor files (default: the shipped sets)")
+    parser.add_argument(
+        "--descriptors", type=Path, action="append", help="descriptor files (default: the shipped sets)"
+    )
     parser.add_argument("--prompts", type=int, default=1536, help="prompts to encode (default: 1536)")
     args = parser.parse_args()
     model, processor = full_size_clip()
     encoder = wrap_model(model, processor, "ViT-B/32 sizes")
     prompts = prompt_set(args.descriptors or SHIPPED, args.prompts)
     lengths = [len(ids) for ids in encoder.tokenizer(prompts)["input_ids"]]
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs, ViT-B/32 sizes, random weights")
-    print(f"{len(prompts)} prompts from {', '.join(p.name for p in (args.descriptors or SHIPPED))}; "
-          f"{min(lengths)} to {max(lengths)} tokens, median {statistics.median(lengths):.0f}")  # fmt: skip
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs, "
+        "ViT-B/32 sizes, random weights"
+    )
+    print(
+        f"{len(prompts)} prompts from {', '.join(p.name for p in (args.descriptors or SHIPPED))}; "
+        f"{min(lengths)} to {max(lengths)} tokens, median {statistics.median(lengths):.0f}"
+    )
 
     encoder.encode_texts(prompts[:64])  # warm-up
     reference_time = seconds(lambda: plain(encoder, prompts), 2)
@@ -100,29 +109,32 @@ def main() -> None:
     print(f"(a) plain batches of 256 in file order: {len(prompts) / reference_time:7.1f} prompts/s")
     chosen = None
     for batch_size in (16, 32, 64, 128, 256):
-        sorted_time = seconds(lambda: encoder.encode_texts(prompts, batch_size=batch_size), 2)
+        sorted_time = seconds(lambda size=batch_size: encoder.encode_texts(prompts, batch_size=size), 2)
         difference = float(np.abs(encoder.encode_texts(prompts, batch_size=batch_size) - reference).max())
         mark = "  <- default" if batch_size == TEXT_BATCH else ""
         print(
             f"    sorted by length, batches of {batch_size:>3}: {len(prompts) / sorted_time:7.1f} prompts/s "
             f"= {reference_time / sorted_time:4.2f}x, max difference {difference:.1e}{mark}"
-        )  # fmt: skip
+        )
         if batch_size == TEXT_BATCH:
             chosen = reference_time / sorted_time
     print(f"    default batch {TEXT_BATCH}: {chosen:.2f}x (target >= 1.8)")
 
     image = photo(0)
     forward = statistics.median(seconds(lambda: encoder.encode_images([image])) for _ in range(7)) * 1000
-    print(f"(b) warm classify, everything but the image forward (prompts and image cached), median of 7; "
-          f"one image forward takes {forward:.0f} ms:")  # fmt: skip
+    print(
+        f"(b) warm classify, everything but the image forward (prompts and image cached), median of 7; "
+        f"one image forward takes {forward:.0f} ms:"
+    )
     explainer = Explainer(encoder)
     explainer.image_embeddings([image])
     for classes in (10, 100, 1000, 10000):
         descriptors = {f"class {k}": [f"feature {j} of class {k}" for j in range(6)] for k in range(classes)}
         cached = list(build_prompts(descriptors).prompts) + [template_prompt(name) for name in descriptors]
         vectors = normalise(np.random.default_rng(classes).normal(size=(len(cached), encoder.dim)))
-        explainer._remember(explainer._texts, "text", zip(cached, vectors), {})  # cached without timing the encoder
-        warm = statistics.median(seconds(lambda: explainer.classify(image, descriptors)) for _ in range(7)) * 1000
+        # Cached without timing the encoder.
+        explainer._remember(explainer._texts, "text", zip(cached, vectors, strict=True), {})
+        warm = statistics.median(seconds(lambda d=descriptors: explainer.classify(image, d)) for _ in range(7)) * 1000
         target = "  (target <= 50 ms)" if classes == 1000 else ""
         print(f"    {classes:>6} classes x 6 descriptors: {warm:8.1f} ms{target}")
 

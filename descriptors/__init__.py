@@ -4,6 +4,7 @@ Public surface: reading descriptor files, choosing classes from them, and
 building the prompts CLIP reads. Generation with an LLM lives elsewhere.
 """
 
+from descriptors.names import descriptors_of, find_key, normalise_name
 from descriptors.prompts import (
     DEFAULT_TEMPLATE,
     DESCRY,
@@ -12,7 +13,6 @@ from descriptors.prompts import (
     PromptStyle,
     build_prompts,
     class_label,
-    normalise_name,
     prompt_for,
     template_prompt,
     template_prompts,
@@ -23,6 +23,7 @@ from descriptors.store import (
     load_descriptors,
     parse_class_list,
     parse_descriptors,
+    require_distinct,
     select_classes,
 )
 from descriptors.validate import Problem, check_descriptors, check_structure
@@ -40,11 +41,14 @@ __all__ = [
     "check_descriptors",
     "check_structure",
     "class_label",
+    "descriptors_of",
+    "find_key",
     "load_descriptors",
     "normalise_name",
     "parse_class_list",
     "parse_descriptors",
     "prompt_for",
+    "require_distinct",
     "select_classes",
     "template_prompt",
     "template_prompts",

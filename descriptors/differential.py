@@ -15,7 +15,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 
 from descriptors.generate import LLM, Generation, GenerationCache, LLMError, ask_all
-from descriptors.prompts import normalise_name
+from descriptors.names import find_key, normalise_name
 
 PAIRS_VERSION = "pairs-v1"  # bump when the prompt or the parser changes
 SEPARATOR = "\u241f"  # joins the ordered pair into one cache key
@@ -140,11 +140,13 @@ def most_confused(confusion: Sequence[Sequence[int]], classes: Sequence[str], to
     return pairs[:top]
 
 
-def merge_pairs(descriptors: Mapping[str, list[str]], a: str, b: str, pairs: Sequence[Sequence[str]]) -> dict[str, list[str]]:
+def merge_pairs(
+    descriptors: Mapping[str, list[str]], a: str, b: str, pairs: Sequence[Sequence[str]]
+) -> dict[str, list[str]]:
     """A copy of `descriptors` with each pair's features added to A's and B's lists, without duplicates."""
     merged = {name: list(values) for name, values in descriptors.items()}
     for name, features in ((a, [p[0] for p in pairs]), (b, [p[1] for p in pairs])):
-        key = next((k for k in merged if normalise_name(k) == normalise_name(name)), name)
+        key = find_key(merged, name) or name
         values = merged.setdefault(key, [])
         have = {normalise_name(v) for v in values}
         for feature in features:

@@ -2,24 +2,27 @@
 
 This module holds the paper's two-shot prompt (with our own worked
 examples), the parser that turns an answer into a clean descriptor list, a
-retrying request to a chat-completions endpoint, and a cache of answers by
-(LLM model, prompt version, class name). It does not read or write
-descriptor files (see `store`) and has no command line (see `cli`).
+retrying request to a chat-completions endpoint, the endpoint the
+environment configures (`configured_llm`: $OPENAI_API_KEY,
+$OPENAI_BASE_URL, $DESCRY_LLM_MODEL), and a cache of answers by (LLM model,
+prompt version, class name). It does not read or write descriptor files
+(see `store`) and has no command line (see `cli`).
 """
 
 from __future__ import annotations
 
 import email.utils
 import json
-import re
+import os
 import queue
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from descriptors.prompts import normalise_name
+from descriptors.names import normalise_name
 from descriptors.sqlite_cache import CacheDB
 
 # Bump when the prompt or the parser changes, so cached answers from the old one are not reused.
@@ -189,6 +192,27 @@ def make_llm(model: str, base_url: str | None, api_key: str | None, timeout: flo
     return LLM(client, model, secret=api_key or "", **options)
 
 
+def llm_model_name() -> str:
+    """The LLM to ask: $DESCRY_LLM_MODEL, else the default."""
+    return os.environ.get("DESCRY_LLM_MODEL") or DEFAULT_LLM
+
+
+def configured_llm(
+    model: str | None = None, base_url: str | None = None, timeout: float = 60.0, max_retries: int = 4
+) -> LLM | None:
+    """The LLM the environment configures, or None when neither a key nor an endpoint is set.
+
+    The key comes only from $OPENAI_API_KEY; the endpoint from `base_url`,
+    else $OPENAI_BASE_URL (unset: the OpenAI API); the model from `model`,
+    else `llm_model_name()`.
+    """
+    api_key = os.environ.get("OPENAI_API_KEY") or None
+    base_url = base_url or os.environ.get("OPENAI_BASE_URL") or None
+    if not api_key and not base_url:
+        return None
+    return make_llm(model or llm_model_name(), base_url, api_key, timeout=timeout, max_retries=max_retries)
+
+
 class GenerationCache:
     """Parsed answers in SQLite, keyed by (LLM model, prompt version, class name).
 
@@ -282,27 +306,7 @@ def ask_all(
                 on_done(key, result)
         else:
             todo.append(key)
-
-    jobs: queue.Queue[str] = queue.Queue()
-    for key in todo:
-        jobs.put(key)
-    answers: queue.Queue[tuple[str, list | None, str | None]] = queue.Queue()
-
-    def work() -> None:
-        while not llm.stop.is_set():
-            try:
-                key = jobs.get_nowait()
-            except queue.Empty:
-                return
-            try:
-                answers.put((key, one(key), None))
-            except LLMError as error:
-                answers.put((key, None, str(error)))
-            except Exception as error:  # a bug or an odd reply must not lose the other keys
-                answers.put((key, None, llm.redact(f"{error.__class__.__name__}: {error}".splitlines()[0])))
-
-    for _ in range(min(max(1, concurrency), len(todo))):
-        threading.Thread(target=work, daemon=True, name="descry-llm").start()
+    answers = _ask_in_threads(todo, one, llm, concurrency)
     pending = set(todo)
 
     def record(key: str, value: list | None, failure: str | None) -> None:
@@ -335,6 +339,34 @@ def ask_all(
     return result
 
 
+def _ask_in_threads(
+    keys: list[str], one: Callable[[str], list], llm: LLM, concurrency: int
+) -> queue.Queue[tuple[str, list | None, str | None]]:
+    """Start up to `concurrency` daemon threads that run `one` on each key until `llm.stop`; each answer (key,
+    value, None) or failure (key, None, reason) arrives on the returned queue."""
+    jobs: queue.Queue[str] = queue.Queue()
+    for key in keys:
+        jobs.put(key)
+    answers: queue.Queue[tuple[str, list | None, str | None]] = queue.Queue()
+
+    def work() -> None:
+        while not llm.stop.is_set():
+            try:
+                key = jobs.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                answers.put((key, one(key), None))
+            except LLMError as error:
+                answers.put((key, None, str(error)))
+            except Exception as error:  # a bug or an odd reply must not lose the other keys
+                answers.put((key, None, llm.redact(f"{error.__class__.__name__}: {error}".splitlines()[0])))
+
+    for _ in range(min(max(1, concurrency), len(keys))):
+        threading.Thread(target=work, daemon=True, name="descry-llm").start()
+    return answers
+
+
 def _retry_after(response) -> float | None:
     """Seconds to wait from a Retry-After header: a number of seconds, or an HTTP date."""
     value = response.headers.get("retry-after") if response is not None else None
@@ -352,5 +384,7 @@ def _retry_after(response) -> float | None:
 
 def _message(error: Exception) -> str:
     body = getattr(error, "body", None)  # the server's {"message": ...}, without the client's "Error code" prefix
-    text = str(body.get("message") if isinstance(body, dict) and body.get("message") else getattr(error, "message", error)).strip()
+    text = str(
+        body.get("message") if isinstance(body, dict) and body.get("message") else getattr(error, "message", error)
+    ).strip()
     return text.splitlines()[0] if text else error.__class__.__name__

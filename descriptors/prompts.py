@@ -28,11 +28,6 @@ def class_label(class_name: str) -> str:
     return " ".join(class_name.replace("_", " ").split())
 
 
-def normalise_name(class_name: str) -> str:
-    """The form used to match class names: case-folded, underscores as spaces, single-spaced."""
-    return " ".join(class_name.replace("_", " ").casefold().split())
-
-
 @lru_cache(maxsize=1 << 16)
 def prompt_for(class_name: str, descriptor: str) -> str:
     """The paper's sentence for one descriptor of one class.
@@ -201,7 +196,10 @@ def build_prompts(
 
 
 def template_prompts(
-    classes: Sequence[str], template: str = DEFAULT_TEMPLATE, style: PromptStyle = DESCRY, labels: Mapping[str, str] | None = None
+    classes: Sequence[str],
+    template: str = DEFAULT_TEMPLATE,
+    style: PromptStyle = DESCRY,
+    labels: Mapping[str, str] | None = None,
 ) -> PromptSet:
     """The baseline: one template prompt per class, laid out like any other prompt set."""
     check_template(template)

@@ -15,7 +15,7 @@ import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from descriptors.prompts import normalise_name
+from descriptors.names import duplicate_names, key_index, normalise_name
 from descriptors.validate import check_structure
 
 Descriptors = dict[str, list[str]]
@@ -47,7 +47,9 @@ def parse_json(text: str, source: str) -> object:
     try:
         return json.loads(text.removeprefix("\ufeff"))
     except json.JSONDecodeError as error:
-        raise DescriptorError(f"{source}: not valid JSON ({error.msg} at line {error.lineno}, column {error.colno})") from None
+        raise DescriptorError(
+            f"{source}: not valid JSON ({error.msg} at line {error.lineno}, column {error.colno})"
+        ) from None
     except RecursionError:
         raise DescriptorError(f"{source}: JSON nested too deeply to be a descriptor file") from None
 
@@ -82,20 +84,24 @@ def select_classes(descriptors: Mapping[str, list[str]], classes: Iterable[str] 
     builder turns into a template fallback. Matching ignores case and treats
     underscores as spaces; it never goes by position.
     """
-    by_key = {normalise_name(name): name for name in descriptors}
-    chosen: Descriptors = {}
-    seen: dict[str, str] = {}
-    for name in descriptors if classes is None else classes:
-        key = normalise_name(name)
-        if not key:
-            continue
-        if key in seen:
-            raise DescriptorError(f"class {name!r} is listed twice (also as {seen[key]!r}); names match ignoring case and underscores")
-        seen[key] = name
-        chosen[name] = list(descriptors.get(by_key.get(key, ""), []))
-    if not chosen:
+    names = [name for name in (descriptors if classes is None else classes) if normalise_name(name)]
+    for first, again in duplicate_names(names):
+        raise DescriptorError(
+            f"class {again!r} is listed twice (also as {first!r}); names match ignoring case and underscores"
+        )
+    if not names:
         raise DescriptorError("the class list is empty: give at least one class name")
-    return chosen
+    index = key_index(descriptors)
+    return {name: list(descriptors.get(index.get(normalise_name(name), ""), [])) for name in names}
+
+
+def require_distinct(descriptors: Descriptors, source: str = "descriptors") -> Descriptors:
+    """`descriptors` itself when its keys are distinct classes; two keys for one class is an error naming both."""
+    for first, again in duplicate_names(descriptors):
+        raise DescriptorError(
+            f"{source} name the same class twice: {first!r} and {again!r} (names match ignoring case and underscores)"
+        )
+    return descriptors
 
 
 def save_descriptors(path: str | Path, descriptors) -> None:
@@ -141,7 +147,7 @@ def merge_descriptors(
     names of the classes that were written.
     """
     merged = {name: list(values) for name, values in existing.items()}
-    by_key = {normalise_name(name): name for name in merged}
+    by_key = key_index(merged)
     written = []
     for name, values in new.items():
         current = by_key.get(normalise_name(name))

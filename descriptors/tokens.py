@@ -56,5 +56,5 @@ def token_counts(prompts: Sequence[str]) -> list[int]:
         if len(_counted) + len(new) > _COUNTED_LIMIT:
             _counted.clear()
         ids = clip_tokenizer()(new, truncation=False, verbose=False)["input_ids"]
-        _counted.update(zip(new, map(len, ids)))
+        _counted.update(zip(new, map(len, ids), strict=True))
     return [_counted[prompt] for prompt in prompts]

@@ -14,7 +14,8 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from descriptors.prompts import normalise_name, prompt_for
+from descriptors.names import duplicate_names, normalise_name
+from descriptors.prompts import prompt_for
 from descriptors.tokens import CLIP_CONTEXT, token_counts
 
 STRUCTURE, EMPTY, DUPLICATE, TOO_LONG, NAMES_CLASS = "structure", "empty", "duplicate", "too-long", "names-class"
@@ -35,18 +36,36 @@ class Problem:
 def check_structure(data: object) -> list[Problem]:
     """Problems that make the data unusable as a descriptor set."""
     if not isinstance(data, dict):
-        return [Problem(STRUCTURE, None, f"expected a JSON object mapping class names to lists, got {_json_type(data)}")]
+        return [
+            Problem(STRUCTURE, None, f"expected a JSON object mapping class names to lists, got {_json_type(data)}")
+        ]
     problems = []
     for class_name, values in data.items():
         if has_surrogate(class_name):
-            problems.append(Problem(STRUCTURE, class_name, f"class {class_name!r}: the name contains a lone surrogate, which is not a character"))
+            problems.append(
+                Problem(
+                    STRUCTURE,
+                    class_name,
+                    f"class {class_name!r}: the name contains a lone surrogate, which is not a character",
+                )
+            )
             continue
         if isinstance(values, list) and any(isinstance(v, str) and has_surrogate(v) for v in values):
             where = next(i for i, v in enumerate(values) if isinstance(v, str) and has_surrogate(v))
-            problems.append(Problem(STRUCTURE, class_name, f"class {class_name!r}: item {where} contains a lone surrogate, which is not a character"))
+            problems.append(
+                Problem(
+                    STRUCTURE,
+                    class_name,
+                    f"class {class_name!r}: item {where} contains a lone surrogate, which is not a character",
+                )
+            )
             continue
         if not isinstance(values, list):
-            problems.append(Problem(STRUCTURE, class_name, f"class {class_name!r}: expected a list of strings, got {_json_type(values)}"))
+            problems.append(
+                Problem(
+                    STRUCTURE, class_name, f"class {class_name!r}: expected a list of strings, got {_json_type(values)}"
+                )
+            )
         else:
             bad = [i for i, value in enumerate(values) if not isinstance(value, str)]
             if len(bad) == 1:
@@ -69,29 +88,46 @@ def check_descriptors(
 ) -> list[Problem]:
     """Problems in a well-formed set, in file order; `count_tokens` counts a prompt's tokens with markers."""
     problems: list[Problem] = []
-    first_seen: dict[str, str] = {}
+    repeats = {again: first for first, again in duplicate_names(descriptors)}
     long_candidates: list[tuple[str, str, str]] = []
     for class_name, values in descriptors.items():
-        key = normalise_name(class_name)
-        if key in first_seen:
+        if class_name in repeats:
             problems.append(
-                Problem(DUPLICATE, class_name, f"class {class_name!r} duplicates {first_seen[key]!r} (names match ignoring case and underscores)")
+                Problem(
+                    DUPLICATE,
+                    class_name,
+                    f"class {class_name!r} duplicates {repeats[class_name]!r} "
+                    "(names match ignoring case and underscores)",
+                )
             )
-        else:
-            first_seen[key] = class_name
         kept = [value for value in values if value.strip()]
         if not kept:
-            problems.append(Problem(EMPTY, class_name, f"class {class_name!r} has no descriptors (it will be scored with the template prompt)"))
+            problems.append(
+                Problem(
+                    EMPTY,
+                    class_name,
+                    f"class {class_name!r} has no descriptors (it will be scored with the template prompt)",
+                )
+            )
         naming = _class_name_pattern(class_name)
         for value in kept:
             if naming and naming.search(normalise_name(value)):
-                problems.append(Problem(NAMES_CLASS, class_name, f"class {class_name!r}: descriptor {value!r} contains the class name"))
+                problems.append(
+                    Problem(
+                        NAMES_CLASS, class_name, f"class {class_name!r}: descriptor {value!r} contains the class name"
+                    )
+                )
             long_candidates.append((class_name, value, prompt_for(class_name, value)))
     counts = count_tokens([prompt for _, _, prompt in long_candidates])
-    for (class_name, value, _), count in zip(long_candidates, counts):
+    for (class_name, value, _), count in zip(long_candidates, counts, strict=True):
         if count > context:
             problems.append(
-                Problem(TOO_LONG, class_name, f"class {class_name!r}: descriptor {_short(value)!r} makes a prompt of {count} tokens; CLIP reads {context}")
+                Problem(
+                    TOO_LONG,
+                    class_name,
+                    f"class {class_name!r}: descriptor {_short(value)!r} makes a prompt of {count} tokens; "
+                    f"CLIP reads {context}",
+                )
             )
     order = {class_name: i for i, class_name in enumerate(descriptors)}
     return sorted(problems, key=lambda problem: order[problem.class_name])  # stable: per class, in check order

@@ -87,7 +87,9 @@ def draw_waffle(shape: WaffleShape, n_classes: int, pairs: int = DEFAULT_PAIRS, 
         block = []
         for _ in range(pairs):
             # choice(n, 1, replace=False) consumes the stream exactly as their choice(list, 1, replace=False).
-            block.append(" ".join(vocabulary[rng.choice(len(vocabulary), 1, replace=False)[0]] for _ in range(shape.words)))
+            block.append(
+                " ".join(vocabulary[rng.choice(len(vocabulary), 1, replace=False)[0]] for _ in range(shape.words))
+            )
             block.append(
                 "".join(
                     shape.characters[rng.choice(len(shape.characters), 1, replace=False)[0]] if mark != " " else ", "

@@ -105,7 +105,9 @@ class EmbeddingStore:
                     (kind, model, *chunk),
                 )
                 for key, dim, blob in rows:
-                    vector = np.frombuffer(blob, dtype=np.float32) if isinstance(blob, bytes) else np.zeros(0, np.float32)
+                    vector = (
+                        np.frombuffer(blob, dtype=np.float32) if isinstance(blob, bytes) else np.zeros(0, np.float32)
+                    )
                     if vector.size == dim and dim > 0:
                         found[key] = vector
             return found
@@ -126,6 +128,17 @@ class EmbeddingStore:
 
     def close(self) -> None:
         self._db.close()
+
+
+def open_store(directory: str | Path, warn: Callable[[str], None]) -> EmbeddingStore | None:
+    """The embedding store in `directory` (embeddings.sqlite3), or None if it cannot be used at all.
+
+    The CLI and the app both open theirs here. A file that is or becomes
+    damaged, read-only, full or locked gives one warning through `warn`
+    and is then bypassed; classification carries on with the memory caches.
+    """
+    store = EmbeddingStore(Path(directory) / "embeddings.sqlite3", warn)
+    return store if store.usable else None
 
 
 def _chunks(items: list, size: int) -> Iterable[list]:

@@ -43,7 +43,10 @@ def safe(text: str, width: int | None = WRAP) -> str:
 
 def class_colours(result: Classification) -> dict[str, str]:
     """The colour of each class: the top three by rank, the rest grey."""
-    return {entry.name: CLASS_COLOURS[k] if k < len(CLASS_COLOURS) else OTHER_COLOUR for k, entry in enumerate(result.predictions)}
+    return {
+        entry.name: CLASS_COLOURS[k] if k < len(CLASS_COLOURS) else OTHER_COLOUR
+        for k, entry in enumerate(result.predictions)
+    }
 
 
 def reference_score(result: Classification) -> float:
@@ -74,24 +77,44 @@ def ranking_figure(result: Classification, top: int = 15) -> go.Figure:
     rows = list(range(len(shown)))
     figure = _figure()
     figure.add_bar(
-        y=rows, x=[entry.probability for entry in shown], orientation="h", name="by description",
-        marker=dict(color=[colours[e.name] for e in shown]), customdata=[[n, e.score] for n, e in zip(names, shown)],
-        hovertemplate="%{customdata[0]}<br>probability %{x:.1%}<br>mean descriptor score %{customdata[1]:.2f}<extra>by description</extra>",
-    )  # fmt: skip
+        y=rows,
+        x=[entry.probability for entry in shown],
+        orientation="h",
+        name="by description",
+        marker=dict(color=[colours[e.name] for e in shown]),
+        customdata=[[n, e.score] for n, e in zip(names, shown, strict=True)],
+        hovertemplate=(
+            "%{customdata[0]}<br>probability %{x:.1%}<br>mean descriptor score %{customdata[1]:.2f}"
+            "<extra>by description</extra>"
+        ),
+    )
     figure.add_bar(
-        y=rows, x=[baseline[entry.name].probability for entry in shown], orientation="h", name="template alone",
+        y=rows,
+        x=[baseline[entry.name].probability for entry in shown],
+        orientation="h",
+        name="template alone",
         marker=dict(color=[colours[e.name] for e in shown], opacity=0.45, pattern=dict(shape="/", solidity=0.4)),
-        customdata=[[n, baseline[e.name].score] for n, e in zip(names, shown)],
-        hovertemplate="%{customdata[0]}<br>probability %{x:.1%}<br>template score %{customdata[1]:.2f}<extra>template alone</extra>",
-    )  # fmt: skip
+        customdata=[[n, baseline[e.name].score] for n, e in zip(names, shown, strict=True)],
+        hovertemplate=(
+            "%{customdata[0]}<br>probability %{x:.1%}<br>template score %{customdata[1]:.2f}"
+            "<extra>template alone</extra>"
+        ),
+    )
     more = len(result.predictions) - len(shown)
     title = "Class ranking" + (f", top {len(shown)} of {len(result.predictions)}" if more > 0 else "")
     figure.update_layout(
-        title=dict(text=title), barmode="group", bargap=0.25,
-        xaxis=dict(title=dict(text="probability<br>solid: by description<br>hatched: template alone"), tickformat=".0%", range=[0, 1]),
+        title=dict(text=title),
+        barmode="group",
+        bargap=0.25,
+        xaxis=dict(
+            title=dict(text="probability<br>solid: by description<br>hatched: template alone"),
+            tickformat=".0%",
+            range=[0, 1],
+        ),
         yaxis=dict(tickvals=rows, ticktext=names, automargin=True),
-        showlegend=False, height=max(220, 110 + 2 * ROW * len(shown)),
-    )  # fmt: skip
+        showlegend=False,
+        height=max(220, 110 + 2 * ROW * len(shown)),
+    )
     return _styled(figure)
 
 
@@ -108,55 +131,73 @@ def descriptor_figure(result: Classification, classes: int = 3) -> go.Figure:
     reference = reference_score(result)
     counts = [max(len(entry.descriptors), 1) for entry in shown]
     plot_height = sum(HEADER + ROW * n for n in counts)
-    gap = 10 / plot_height  # a little air between blocks
     figure = _figure()
     values = [0.0]
     top_px = 0
     layout: dict = {}
-    shapes = []
     for k, entry in enumerate(shown):
-        axis = "y" if k == 0 else f"y{k + 1}"
         block = HEADER + ROW * counts[k]
-        upper = 1 - top_px / plot_height
-        lower = 1 - (top_px + block) / plot_height
-        ordered = list(entry.descriptors)[::-1]
-        positions = list(range(len(ordered)))
-        relative = [d.score - reference for d in ordered]
-        values += relative + [entry.score - reference]
-        figure.add_bar(
-            y=positions, x=relative, yaxis=axis, orientation="h", showlegend=False, marker_color=colours[entry.name],
-            customdata=[[safe(d.prompt, 60), d.score] for d in ordered],
-            hovertemplate="%{customdata[0]}<br>score %{customdata[1]:.2f} (%{x:+.2f} against the reference)<extra></extra>",
-        )  # fmt: skip
-        header = len(ordered) + 0.25  # the heading row sits above the block's bars
-        note = " · template only" if entry.fallback else ""
-        heading = (
-            f'<span style="color:{colours[entry.name]}"><b>{safe(entry.name, WRAP)}</b><br>'
-            f"mean {entry.score:.2f} · p {_percent(entry.probability)}{note}</span>"
+        domain = (1 - (top_px + block) / plot_height + 10 / plot_height, 1 - top_px / plot_height)  # 10 px of air
+        layout[f"yaxis{k + 1 if k else ''}"] = _descriptor_block(
+            figure, entry, k, reference, colours[entry.name], domain
         )
-        layout[f"yaxis{k + 1 if k else ''}"] = dict(
-            domain=[max(lower + gap, 0.0), upper], tickvals=[*positions, header],
-            ticktext=[*(safe(d.descriptor) for d in ordered), heading],
-            automargin=True, range=[-0.6, len(ordered) + HEADER / ROW - 0.4], anchor="x", showgrid=False,
-        )  # fmt: skip
-        shapes.append(
-            dict(type="line", xref="x", yref=axis, x0=entry.score - reference, x1=entry.score - reference, y0=-0.5, y1=len(ordered) - 0.5,
-                 line=dict(color=colours[entry.name], dash="dash", width=1.5))
-        )  # fmt: skip
+        values += [d.score - reference for d in entry.descriptors] + [entry.score - reference]
         top_px += block
     low, high = min(values), max(values)
     pad = 0.08 * (high - low or 1.0)
     figure.update_layout(
         **layout,
         xaxis=dict(
-            title=dict(text=f"{_less('score', reference)}<br>({reference:.2f}: the image's mean)<br>dashed: class mean"),
-            range=[low - pad, high + pad], zeroline=True, zerolinewidth=1, anchor="y" if len(shown) == 1 else f"y{len(shown)}",
+            title=dict(
+                text=f"{_less('score', reference)}<br>({reference:.2f}: the image's mean)<br>dashed: class mean"
+            ),
+            range=[low - pad, high + pad],
+            zeroline=True,
+            zerolinewidth=1,
+            anchor="y" if len(shown) == 1 else f"y{len(shown)}",
         ),
-        shapes=shapes,
         title=dict(text="Which descriptors drove the prediction"),
         height=plot_height + 160,
-    )  # fmt: skip
+    )
     return _styled(figure)
+
+
+def _descriptor_block(
+    figure: go.Figure, entry: ClassScore, k: int, reference: float, colour: str, domain: tuple[float, float]
+) -> dict:
+    """Draw one class's bars and its dashed mean on the k-th y axis; returns that axis's layout."""
+    axis = "y" if k == 0 else f"y{k + 1}"
+    ordered = list(entry.descriptors)[::-1]  # plotly draws the first bar at the bottom
+    positions = list(range(len(ordered)))
+    figure.add_bar(
+        y=positions,
+        x=[d.score - reference for d in ordered],
+        yaxis=axis,
+        orientation="h",
+        showlegend=False,
+        marker_color=colour,
+        customdata=[[safe(d.prompt, 60), d.score] for d in ordered],
+        hovertemplate=(
+            "%{customdata[0]}<br>score %{customdata[1]:.2f} (%{x:+.2f} against the reference)<extra></extra>"
+        ),
+    )
+    mean = entry.score - reference
+    line = dict(color=colour, dash="dash", width=1.5)
+    figure.add_shape(type="line", xref="x", yref=axis, x0=mean, x1=mean, y0=-0.5, y1=len(ordered) - 0.5, line=line)
+    note = " · template only" if entry.fallback else ""
+    heading = (
+        f'<span style="color:{colour}"><b>{safe(entry.name, WRAP)}</b><br>'
+        f"mean {entry.score:.2f} · p {_percent(entry.probability)}{note}</span>"
+    )
+    return dict(
+        domain=[max(domain[0], 0.0), domain[1]],
+        tickvals=[*positions, len(ordered) + 0.25],  # the heading row sits above the block's bars
+        ticktext=[*(safe(d.descriptor) for d in ordered), heading],
+        automargin=True,
+        range=[-0.6, len(ordered) + HEADER / ROW - 0.4],
+        anchor="x",
+        showgrid=False,
+    )
 
 
 def contrast_figure(contrast: Contrast, reference: float = 0.0) -> go.Figure:
@@ -168,35 +209,29 @@ def contrast_figure(contrast: Contrast, reference: float = 0.0) -> go.Figure:
     drawn as the two "all descriptors" bars at the top; the margin is the
     difference between those two, since the reference cancels.
     """
-    top = _relative_shares(contrast.top, reference)[::-1]
-    runner_up = _relative_shares(contrast.runner_up, reference)[::-1]
     figure = _figure()
     values = [0.0]
     labels: list[str] = []
     position = 0
+    sides = ((contrast.runner_up, CLASS_COLOURS[1]), (contrast.top, CLASS_COLOURS[0]))
     # Bottom to top: the runner-up's descriptors, the top class's, then both sums; best descriptors uppermost.
-    for side, entries, colour in ((contrast.runner_up, runner_up, CLASS_COLOURS[1]), (contrast.top, top, CLASS_COLOURS[0])):
+    for side, colour in sides:
+        entries = _relative_shares(side, reference)[::-1]
         shares = [share for _, share in entries]
         values += shares
         figure.add_bar(
-            y=list(range(position, position + len(entries))), x=shares, orientation="h", marker_color=colour,
+            y=list(range(position, position + len(entries))),
+            x=shares,
+            orientation="h",
+            marker_color=colour,
             name=f"{safe(side.name, None)}: mean {side.score:.2f}",
             customdata=[[safe(d.prompt, 60), d.score] for d, _ in entries],
             hovertemplate="%{customdata[0]}<br>score %{customdata[1]:.2f}, adds %{x:+.3f}<extra></extra>",
-        )  # fmt: skip
+        )
         labels += [safe(d.descriptor) for d, _ in entries]
         position += len(entries)
-    sums = [(contrast.runner_up, CLASS_COLOURS[1]), (contrast.top, CLASS_COLOURS[0])]
-    totals = [side.score - reference for side, _ in sums]
-    values += totals
-    figure.add_bar(
-        y=[position + 0.5, position + 1.5], x=totals, orientation="h", showlegend=False,
-        marker=dict(color=[colour for _, colour in sums], pattern=dict(shape="x", solidity=0.25)),
-        customdata=[[safe(side.name, None), side.score] for side, _ in sums],
-        hovertemplate="%{customdata[0]}: mean %{customdata[1]:.2f}, %{x:+.2f} against the reference<extra>all descriptors</extra>",
-    )  # fmt: skip
-    ticks = list(range(position)) + [position + 0.5, position + 1.5]
-    labels += [f"<b>{safe(side.name)}</b><br>all descriptors" for side, _ in sums]
+    values += _contrast_sums(figure, sides, reference, position)
+    labels += [f"<b>{safe(side.name)}</b><br>all descriptors" for side, _ in sides]
     low, high = min(values), max(values)
     pad = 0.08 * (high - low or 1.0)
     figure.update_layout(
@@ -208,13 +243,37 @@ def contrast_figure(contrast: Contrast, reference: float = 0.0) -> go.Figure:
         ),
         xaxis=dict(
             title=dict(text=f"({_less('score', reference)}) ÷ n<br>bars add up to the sums on top"),
-            range=[low - pad, high + pad], zeroline=True, zerolinewidth=1,
+            range=[low - pad, high + pad],
+            zeroline=True,
+            zerolinewidth=1,
         ),
-        yaxis=dict(tickvals=ticks, ticktext=labels, automargin=True, range=[-0.6, position + 2.1]),
+        yaxis=dict(
+            tickvals=[*range(position), position + 0.5, position + 1.5],
+            ticktext=labels,
+            automargin=True,
+            range=[-0.6, position + 2.1],
+        ),
         showlegend=False,  # the two sums at the top name the classes in their colours
         height=max(280, 170 + ROW * (len(labels) + 1)),
-    )  # fmt: skip
+    )
     return _styled(figure)
+
+
+def _contrast_sums(figure: go.Figure, sides, reference: float, position: int) -> list[float]:
+    """The two "all descriptors" bars above the descriptors; returns their lengths."""
+    totals = [side.score - reference for side, _ in sides]
+    figure.add_bar(
+        y=[position + 0.5, position + 1.5],
+        x=totals,
+        orientation="h",
+        showlegend=False,
+        marker=dict(color=[colour for _, colour in sides], pattern=dict(shape="x", solidity=0.25)),
+        customdata=[[safe(side.name, None), side.score] for side, _ in sides],
+        hovertemplate=(
+            "%{customdata[0]}: mean %{customdata[1]:.2f}, %{x:+.2f} against the reference<extra>all descriptors</extra>"
+        ),
+    )
+    return totals
 
 
 def _relative_shares(entry: ClassScore, reference: float) -> list[tuple]:
@@ -240,12 +299,17 @@ def _figure() -> go.Figure:
 def _styled(figure: go.Figure) -> go.Figure:
     # Transparent backgrounds and the page's font: the page's CSS gives text and grid lines their colours
     # in dark mode.
-    grid = dict(gridcolor="rgba(128,128,128,0.22)", zerolinecolor="rgba(128,128,128,0.55)", linecolor="rgba(128,128,128,0.4)")
+    grid = dict(
+        gridcolor="rgba(128,128,128,0.22)", zerolinecolor="rgba(128,128,128,0.55)", linecolor="rgba(128,128,128,0.4)"
+    )
     figure.update_layout(
-        paper_bgcolor="rgba(0,0,0,0)", plot_bgcolor="rgba(0,0,0,0)",
-        margin=dict(l=8, r=16, t=56, b=64), font=dict(family=FONT, size=12, color="#374151"),
-        title=dict(x=0, xanchor="left", font=dict(size=15)), hoverlabel=dict(font=dict(family=FONT)),
-    )  # fmt: skip
+        paper_bgcolor="rgba(0,0,0,0)",
+        plot_bgcolor="rgba(0,0,0,0)",
+        margin=dict(l=8, r=16, t=56, b=64),
+        font=dict(family=FONT, size=12, color="#374151"),
+        title=dict(x=0, xanchor="left", font=dict(size=15)),
+        hoverlabel=dict(font=dict(family=FONT)),
+    )
     figure.update_xaxes(**grid, showgrid=True, automargin=True, title_standoff=10)  # axis titles clear the tick labels
     figure.update_yaxes(gridcolor=grid["gridcolor"], zeroline=False)  # y is a row index: no line through the bottom bar
     return figure
@@ -262,26 +326,36 @@ def model_comparison_figure(results: dict[str, Classification], top: int = 10) -
     relative: dict[str, dict[tuple[str, str], float]] = {}
     for name, result in results.items():
         reference = reference_score(result)
-        relative[name] = {(entry.name, d.descriptor): d.score - reference for entry in result.predictions for d in entry.descriptors}
+        relative[name] = {
+            (entry.name, d.descriptor): d.score - reference for entry in result.predictions for d in entry.descriptors
+        }
     shared = [key for key in relative[names[0]] if all(key in relative[n] for n in names[1:])]
-    spread = sorted(shared, key=lambda key: max(relative[n][key] for n in names) - min(relative[n][key] for n in names), reverse=True)
+    spread = sorted(
+        shared,
+        key=lambda key: max(relative[n][key] for n in names) - min(relative[n][key] for n in names),
+        reverse=True,
+    )
     shown = spread[:top][::-1]  # the largest difference on top
     labels = [f"{safe(d)} <span style='opacity:0.7'>({safe(c, None)})</span>" for c, d in shown]
     figure = _figure()
     palette = ("#1f77b4", "#e377c2", "#8c564b", "#17becf", "#bcbd22")
     for k, name in enumerate(names):
         figure.add_bar(
-            y=list(range(len(shown))), x=[relative[name][key] for key in shown], orientation="h", name=safe(name, None),
+            y=list(range(len(shown))),
+            x=[relative[name][key] for key in shown],
+            orientation="h",
+            name=safe(name, None),
             marker_color=palette[k % len(palette)],
             hovertemplate=f"{safe(name, None)}<br>%{{x:+.2f}} against its image mean<extra></extra>",
-        )  # fmt: skip
+        )
     figure.update_layout(
-        title=dict(text="Descriptors the models disagree on most"), barmode="group",
+        title=dict(text="Descriptors the models disagree on most"),
+        barmode="group",
         xaxis=dict(title=dict(text="score − the model's mean descriptor score of this image")),
         yaxis=dict(tickvals=list(range(len(shown))), ticktext=labels, automargin=True),
         legend=dict(orientation="h", x=0, y=-0.25, yanchor="top"),
         height=max(280, 170 + 18 * len(names) * len(shown)),
-    )  # fmt: skip
+    )
     return _styled(figure)
 
 
@@ -296,14 +370,20 @@ def pairs_figure(a: str, b: str, pairs: list[tuple[str, str, float, float]], ref
     figure = _figure()
     for side, (name, colour, index) in enumerate(((a, CLASS_COLOURS[0], 2), (b, CLASS_COLOURS[1], 3))):
         figure.add_bar(
-            y=rows, x=[p[index] - reference for p in pairs], orientation="h", name=safe(name, None), marker_color=colour,
+            y=rows,
+            x=[p[index] - reference for p in pairs],
+            orientation="h",
+            name=safe(name, None),
+            marker_color=colour,
             customdata=[[safe(p[side], 60), p[index]] for p in pairs],
             hovertemplate=f"{safe(name, None)}: %{{customdata[0]}}<br>score %{{customdata[1]:.2f}}<extra></extra>",
-        )  # fmt: skip
+        )
     figure.update_layout(
-        title=dict(text=f"What tells {safe(a, None)} from {safe(b, None)}"), barmode="group",
+        title=dict(text=f"What tells {safe(a, None)} from {safe(b, None)}"),
+        barmode="group",
         xaxis=dict(title=dict(text=f"{_less('score', reference)}<br>({reference:.2f}: the image's mean)")),
         yaxis=dict(tickvals=rows, ticktext=labels, automargin=True),
-        legend=dict(orientation="h", x=0, y=1.0, yanchor="bottom"), height=max(260, 170 + 2 * ROW * len(pairs)),
-    )  # fmt: skip
+        legend=dict(orientation="h", x=0, y=1.0, yanchor="bottom"),
+        height=max(260, 170 + 2 * ROW * len(pairs)),
+    )
     return _styled(figure)

@@ -1,8 +1,12 @@
-"""The command line: `python -m explain classify IMAGE ... --descriptors FILE.json`.
+"""The command line: `python -m explain classify | evaluate | label`.
 
-This layer parses flags, prints tables or JSON lines, and turns the engine's
-exceptions into one-line messages on stderr. It holds no scoring logic: every
-number it prints comes from `Explainer`.
+`classify` explains images one by one (tables, JSON lines, heatmaps),
+`evaluate` scores a labelled dataset (metrics, views, diagnostics, a
+report), and `label` pre-labels an unlabelled collection. This layer parses
+flags, prints results, and turns the engine's exceptions into one-line
+messages on stderr. It holds no scoring logic: every number it prints comes
+from `Explainer` and evaluation; engines and output formats come from their
+tables in `explain.labelling`.
 """
 
 from __future__ import annotations
@@ -14,101 +18,199 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
-
-from descriptors import DEFAULT_TEMPLATE, PROMPT_STYLES, DescriptorError, PromptStyle, load_descriptors, parse_class_list, select_classes
+from descriptors import (
+    DEFAULT_TEMPLATE,
+    PROMPT_STYLES,
+    DescriptorError,
+    PromptStyle,
+    load_descriptors,
+    parse_class_list,
+    select_classes,
+)
 from descriptors.prompts import check_template
-from descriptors.waffle import DEFAULT_PAIRS
 from descriptors.store import default_cache_dir
 from descriptors.validate import EMPTY, check_descriptors
-from explain.cache import EmbeddingStore
+from descriptors.waffle import DEFAULT_PAIRS
+from explain.cache import EmbeddingStore, open_store
 from explain.engine import LONG_ENCODE, Explainer
 from explain.errors import ExplainError, first_line
 from explain.evaluate import METHODS
+from explain.heatmap_drawing import write_heatmaps
 from explain.images import open_image
-from explain.models import DEFAULT_MODEL, DEVICES, configured_models, load_model
+from explain.labelling import ENGINES, FORMATS, EngineOptions, make_engine
+from explain.models import DEFAULT_MODEL, DEVICES, configured_models
+from explain.pool import ExplainerPool
 from explain.results import Classification
 
 BATCH_SIZE = 16  # images decoded and encoded together; bounds memory on long lists
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m explain", description="Explainable zero-shot classification by description.")
+    parser = argparse.ArgumentParser(
+        prog="python -m explain", description="Explainable zero-shot classification by description."
+    )
     commands = parser.add_subparsers(dest="command", required=True)
-    classify = commands.add_parser("classify", help="classify images and explain the prediction by descriptor")
+    _add_classify(commands.add_parser("classify", help="classify images and explain the prediction by descriptor"))
+    _add_evaluate(commands.add_parser("evaluate", help="evaluate a dataset: metrics, views and descriptor diagnostics"))
+    _add_label(
+        commands.add_parser("label", help="pre-label an unlabelled collection, each label with its descriptor scores")
+    )
+    return parser
+
+
+def _add_classify(classify: argparse.ArgumentParser) -> None:
     classify.add_argument("images", nargs="+", metavar="IMAGE", help="image files to classify")
-    classify.add_argument("--descriptors", required=True, metavar="FILE.json", help='{"class": ["descriptor", ...]} file')
-    classify.add_argument("--classes", metavar="LIST", help='comma-separated subset and order, e.g. "tree frog,tailed frog"')
+    classify.add_argument(
+        "--descriptors", required=True, metavar="FILE.json", help='{"class": ["descriptor", ...]} file'
+    )
+    classify.add_argument(
+        "--classes", metavar="LIST", help='comma-separated subset and order, e.g. "tree frog,tailed frog"'
+    )
     classify.add_argument(
         "--model",
         default=None,
         metavar="MODEL",
-        help=f"hub id, hf-hub:ORG/REPO, open_clip:ARCH/TAG or a folder (default: the first of $EXPLAIN_MODEL, else {DEFAULT_MODEL})",
+        help=(
+            "hub id, hf-hub:ORG/REPO, open_clip:ARCH/TAG or a folder "
+            f"(default: the first of $EXPLAIN_MODEL, else {DEFAULT_MODEL})"
+        ),
     )
     classify.add_argument("--device", default="auto", choices=DEVICES, help="default: auto (CUDA with fp16, MPS, CPU)")
-    classify.add_argument("--template", default=DEFAULT_TEMPLATE, help=f'baseline prompt (default: "{DEFAULT_TEMPLATE}")')
-    add_prompt_flags(classify)
+    _add_template_flags(classify)
     classify.add_argument("--json", action="store_true", help="print one JSON object per image, one per line")
     classify.add_argument("--top", type=int, default=5, metavar="N", help="classes shown in the table (default: 5)")
     classify.add_argument(
-        "--heatmaps", type=Path, metavar="DIR",
-        help="write where each descriptor of the top two classes matches: a PNG overlay per descriptor and an .npz of the grids per image",
-    )  # fmt: skip
-    classify.add_argument("--heatmap-size", type=_positive, default=None, metavar="PX", help="feed the image at PX square for a finer grid (e.g. 448)")
-    classify.add_argument("--cache-dir", type=Path, default=None, help="embedding cache (default: $DESCRY_CACHE_DIR or ~/.cache/descry)")
-    classify.add_argument("--no-cache", action="store_true", help="keep embeddings in memory only")
+        "--heatmaps",
+        type=Path,
+        metavar="DIR",
+        help=(
+            "write where each descriptor of the top two classes matches: "
+            "a PNG heatmap per descriptor and an .npz of the grids per image"
+        ),
+    )
+    classify.add_argument(
+        "--heatmap-size",
+        type=_positive,
+        default=None,
+        metavar="PX",
+        help="feed the image at PX square for a finer grid (e.g. 448)",
+    )
+    _add_cache_flags(classify, "embedding cache (default: $DESCRY_CACHE_DIR or ~/.cache/descry)")
 
-    evaluate = commands.add_parser("evaluate", help="evaluate a dataset: metrics, views and descriptor diagnostics")
-    evaluate.add_argument("data", metavar="DATA", help="an ImageFolder tree (DATA/<class>/<image>) or a CSV of path,label")
+
+def _add_evaluate(evaluate: argparse.ArgumentParser) -> None:
+    evaluate.add_argument(
+        "data", metavar="DATA", help="an ImageFolder tree (DATA/<class>/<image>) or a CSV of path,label"
+    )
     evaluate.add_argument("--descriptors", required=True, metavar="FILE.json")
-    evaluate.add_argument("--model", action="append", metavar="MODEL", help=f"repeat to compare models (default: $EXPLAIN_MODEL or {DEFAULT_MODEL})")
-    evaluate.add_argument("--out", type=Path, default=Path("evaluation"), metavar="DIR", help="where the reports go (default: ./evaluation)")
+    evaluate.add_argument(
+        "--model",
+        action="append",
+        metavar="MODEL",
+        help=f"repeat to compare models (default: $EXPLAIN_MODEL or {DEFAULT_MODEL})",
+    )
+    evaluate.add_argument(
+        "--out",
+        type=Path,
+        default=Path("evaluation"),
+        metavar="DIR",
+        help="where the reports go (default: ./evaluation)",
+    )
     evaluate.add_argument("--batch-size", type=int, default=32, metavar="N")
-    evaluate.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1), metavar="N", help="image-decoding processes")
+    evaluate.add_argument(
+        "--workers", type=int, default=min(4, os.cpu_count() or 1), metavar="N", help="image-decoding processes"
+    )
     evaluate.add_argument("--limit", type=int, metavar="N", help="evaluate N images drawn at random (with --seed)")
-    evaluate.add_argument("--seed", type=int, default=0, metavar="S", help="for --limit and the random-descriptor control")
+    evaluate.add_argument(
+        "--seed", type=int, default=0, metavar="S", help="for --limit and the random-descriptor control"
+    )
     evaluate.add_argument("--device", default="auto", choices=DEVICES)
-    evaluate.add_argument("--template", default=DEFAULT_TEMPLATE, help=f'baseline prompt (default: "{DEFAULT_TEMPLATE}")')
-    add_prompt_flags(evaluate)
+    _add_template_flags(evaluate)
     evaluate.add_argument(
-        "--waffle-count", type=_positive, default=DEFAULT_PAIRS, metavar="N",
+        "--waffle-count",
+        type=_positive,
+        default=DEFAULT_PAIRS,
+        metavar="N",
         help=f"WaffleCLIP control: pairs of random descriptors shared by all classes (default: {DEFAULT_PAIRS})",
-    )  # fmt: skip
+    )
     evaluate.add_argument(
-        "--waffle-reps", type=_positive, default=1, metavar="R",
+        "--waffle-reps",
+        type=_positive,
+        default=1,
+        metavar="R",
         help="repetitions of the control with seeds S..S+R-1, reported as mean and std (WaffleCLIP used 7; default: 1)",
-    )  # fmt: skip
+    )
     evaluate.add_argument("--strict", action="store_true", help="a dataset class without descriptors is an error")
-    evaluate.add_argument("--engine", choices=("local", "ray"), default="local", help="embed images here (default) or on Ray")
-    evaluate.add_argument("--ray-address", metavar="ADDR", help="a running Ray cluster (default: start Ray on this machine)")
-    evaluate.add_argument("--cache-dir", type=Path, default=None)
-    evaluate.add_argument("--no-cache", action="store_true")
-    label = commands.add_parser("label", help="pre-label an unlabelled collection, each label with its descriptor scores")
-    label.add_argument("data", metavar="DATA", help="a folder tree of images, a text file of paths, or a CSV with a path column")
+    _add_engine_flags(evaluate, "embed images here (local, the default) or on Ray")
+    _add_cache_flags(evaluate)
+
+
+def _add_label(label: argparse.ArgumentParser) -> None:
+    label.add_argument(
+        "data", metavar="DATA", help="a folder tree of images, a text file of paths, or a CSV with a path column"
+    )
     label.add_argument("--descriptors", required=True, metavar="FILE.json")
-    label.add_argument("--out", type=Path, required=True, metavar="OUT", help="folder for the labels; a re-run skips what it holds")
-    label.add_argument("--model", default=None, metavar="MODEL", help=f"default: the first of $EXPLAIN_MODEL, else {DEFAULT_MODEL}")
+    label.add_argument(
+        "--out", type=Path, required=True, metavar="OUT", help="folder for the labels; a re-run skips what it holds"
+    )
+    label.add_argument(
+        "--model", default=None, metavar="MODEL", help=f"default: the first of $EXPLAIN_MODEL, else {DEFAULT_MODEL}"
+    )
     label.add_argument("--top", type=_positive, default=5, metavar="K", help="classes kept per image (default: 5)")
-    label.add_argument("--format", choices=("parquet", "csv", "fiftyone"), default="parquet")
-    label.add_argument("--engine", choices=("local", "ray"), default="local")
-    label.add_argument("--ray-address", metavar="ADDR", help="a running Ray cluster (default: start Ray on this machine)")
+    label.add_argument("--format", choices=FORMATS, default=FORMATS[0])
+    _add_engine_flags(label)
     label.add_argument("--batch-size", type=_positive, default=64, metavar="N")
-    label.add_argument("--workers", type=int, default=2, metavar="N", help="decoding processes (local) or Ray actors (ray)")
+    label.add_argument(
+        "--workers", type=int, default=2, metavar="N", help="decoding processes (local) or Ray actors (ray)"
+    )
     label.add_argument("--device", default="auto", choices=DEVICES)
-    label.add_argument("--part-size", type=_positive, default=256, metavar="N", help="rows written together; a crash loses at most one part (default: 256)")
-    label.add_argument("--cache-dir", type=Path, default=None)
-    label.add_argument("--no-cache", action="store_true")
-    return parser
+    label.add_argument(
+        "--part-size",
+        type=_positive,
+        default=256,
+        metavar="N",
+        help="rows written together; a crash loses at most one part (default: 256)",
+    )
+    _add_cache_flags(label)
+
+
+def _add_template_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--template", default=DEFAULT_TEMPLATE, help=f'baseline prompt (default: "{DEFAULT_TEMPLATE}")')
+    add_prompt_flags(parser)
+
+
+def _add_engine_flags(parser: argparse.ArgumentParser, what: str | None = None) -> None:
+    parser.add_argument("--engine", choices=tuple(ENGINES), default="local", help=what)
+    parser.add_argument(
+        "--ray-address", metavar="ADDR", help="a running Ray cluster (default: start Ray on this machine)"
+    )
+
+
+def _add_cache_flags(parser: argparse.ArgumentParser, what: str | None = None) -> None:
+    parser.add_argument("--cache-dir", type=Path, default=None, help=what)
+    parser.add_argument("--no-cache", action="store_true", help="keep embeddings in memory only")
 
 
 def add_prompt_flags(parser: argparse.ArgumentParser) -> None:
     """--prompt-style, --prompt-prefix and --prompt-suffix, shared with `python -m descriptors prompts`."""
     parser.add_argument(
-        "--prompt-style", choices=PROMPT_STYLES, default="descry",
+        "--prompt-style",
+        choices=PROMPT_STYLES,
+        default="descry",
         help="descry: the paper's rule on whole words (default); dclip-release: the DCLIP release's exact strings",
-    )  # fmt: skip
-    parser.add_argument("--prompt-prefix", default="", metavar="TEXT", help='text before every descriptor prompt (WaffleCLIP: "A photo of a ")')
-    parser.add_argument("--prompt-suffix", default="", metavar="TEXT", help='text after every descriptor prompt (the release on ImageNet: ".")')
+    )
+    parser.add_argument(
+        "--prompt-prefix",
+        default="",
+        metavar="TEXT",
+        help='text before every descriptor prompt (WaffleCLIP: "A photo of a ")',
+    )
+    parser.add_argument(
+        "--prompt-suffix",
+        default="",
+        metavar="TEXT",
+        help='text after every descriptor prompt (the release on ImageNet: ".")',
+    )
 
 
 def prompt_style(args: argparse.Namespace) -> PromptStyle:
@@ -154,7 +256,7 @@ def classify_command(args: argparse.Namespace) -> int:
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
         _error(f"warning: {problems[0]}{more}; see python -m descriptors validate {args.descriptors}")
 
-    explainer = None
+    pool = _pool(args, [args.model or configured_models()[0]])
     failures = 0
     for start in range(0, len(args.images), BATCH_SIZE):
         images, names = [], []
@@ -165,44 +267,26 @@ def classify_command(args: argparse.Namespace) -> int:
             except ExplainError as error:
                 _error(str(error))
                 failures += 1
-        if not images:
-            continue
-        if explainer is None:
-            explainer = Explainer(load_model(args.model or configured_models()[0], args.device), store=_store(args))
-            _notes(explainer)
-        results = explainer.classify_many(images, descriptors, args.template, names, prompt_style(args), encode_progress)
-        for image, result in zip(images, results):
-            print(json.dumps(result.to_dict(), ensure_ascii=False) if args.json else format_table(result, args.top), flush=True)
-            if args.heatmaps is not None:
-                top = [entry.name for entry in result.predictions[:2]]
-                write_heatmaps(explainer.heatmaps(image, descriptors, top, args.heatmap_size, False, args.template, prompt_style(args), result.image), image, args.heatmaps)
+        if images:
+            _classify_batch(pool.get(), images, names, descriptors, args)
     return 1 if failures else 0
 
 
-def write_heatmaps(maps, image, folder: Path) -> list[Path]:
-    """One .npz of the raw grids per image (grids [n, grid_h, grid_w] float32, with prompts, descriptors and
-    classes in the same order) and one PNG overlay per descriptor, on one colour scale per image."""
-    from explain.overlays import overlay
-
-    folder.mkdir(parents=True, exist_ok=True)
-    stem = Path(maps.image).stem or "image"
-    grids = maps.grids
-    written = [folder / f"{stem}.npz"]
-    np.savez_compressed(
-        written[0], grids=grids, prompts=np.array([m.prompt for m in maps.maps]), descriptors=np.array([m.descriptor for m in maps.maps]),
-        classes=np.array([m.class_name for m in maps.maps]), input_size=np.array(maps.input_size or 0), model=np.array(maps.model),
-        region=np.array(maps.region),
-    )  # fmt: skip
-    low, high = (float(grids.min()), float(grids.max())) if grids.size else (0.0, 1.0)
-    for k, entry in enumerate(maps.maps):
-        path = folder / f"{stem}-{_slug(entry.class_name)}-{k:02d}-{_slug(entry.descriptor)[:40]}.png"
-        overlay(image, entry.grid, low, high, maps.region).save(path)
-        written.append(path)
-    return written
-
-
-def _slug(text: str) -> str:
-    return "".join(c if c.isalnum() else "-" for c in text.lower()).strip("-") or "x"
+def _classify_batch(explainer: Explainer, images, names, descriptors, args: argparse.Namespace) -> None:
+    """Print each image's result, and write its heatmaps with --heatmaps."""
+    style = prompt_style(args)
+    results = explainer.classify_many(images, descriptors, args.template, names, style, encode_progress)
+    for image, result in zip(images, results, strict=True):
+        print(
+            json.dumps(result.to_dict(), ensure_ascii=False) if args.json else format_table(result, args.top),
+            flush=True,
+        )
+        if args.heatmaps is not None:
+            top = [entry.name for entry in result.predictions[:2]]
+            heatmaps = explainer.heatmaps(
+                image, descriptors, top, args.heatmap_size, False, args.template, style, result.image
+            )
+            write_heatmaps(heatmaps, image, args.heatmaps)
 
 
 def label_command(args: argparse.Namespace) -> int:
@@ -212,15 +296,34 @@ def label_command(args: argparse.Namespace) -> int:
 
     def progress(total: int, already: int):
         if already:
-            print(f"{already:,} of {total:,} images are already labelled in {args.out}; labelling the rest", file=sys.stderr, flush=True)
+            print(
+                f"{already:,} of {total:,} images are already labelled in {args.out}; labelling the rest",
+                file=sys.stderr,
+                flush=True,
+            )
         return _bar("images", total - already) if total > already else None
 
     summary = label_collection(
-        args.data, descriptors, args.model or configured_models()[0], args.out, args.engine, args.format, args.top,
-        args.batch_size, args.workers, args.device, _store(args), args.ray_address, args.part_size, progress=progress,
-    )  # fmt: skip
-    print(f"labelled {summary['labelled']:,} images ({summary['skipped']:,} already done, {summary['failed']:,} unreadable); "
-          f"wrote {', '.join(str(p) for p in summary['files'])}")  # fmt: skip
+        args.data,
+        descriptors,
+        args.model or configured_models()[0],
+        args.out,
+        args.engine,
+        args.format,
+        args.top,
+        args.batch_size,
+        args.workers,
+        args.device,
+        _store(args),
+        args.ray_address,
+        args.part_size,
+        progress=progress,
+    )
+    print(
+        f"labelled {summary['labelled']:,} images ({summary['skipped']:,} already done, "
+        f"{summary['failed']:,} unreadable); "
+        f"wrote {', '.join(str(p) for p in summary['files'])}"
+    )
     return 1 if summary["failed"] else 0
 
 
@@ -236,7 +339,11 @@ def _bar(label: str, total: int):
 
     unit = "prompt" if label.startswith("prompts") else "img"
     if unit == "prompt":
-        print(f"encoding {total:,} new prompts (first use with this model; cached for later runs)", file=sys.stderr, flush=True)
+        print(
+            f"encoding {total:,} new prompts (first use with this model; cached for later runs)",
+            file=sys.stderr,
+            flush=True,
+        )
     bar = tqdm(total=total, desc=label, unit=unit, file=sys.stderr, leave=True)
     done = [0]
 
@@ -250,7 +357,8 @@ def _bar(label: str, total: int):
 
 
 def evaluate_command(args: argparse.Namespace) -> int:
-    from explain.evaluate import PromptRecipe, load_dataset, run_evaluation
+    from explain.datasets import load_dataset
+    from explain.evaluate import PromptRecipe, run_evaluation
     from explain.report import write_report
 
     _checked_template(args.template)
@@ -259,33 +367,24 @@ def evaluate_command(args: argparse.Namespace) -> int:
     dataset = load_dataset(args.data, args.limit, args.seed)
     names = configured_models(args.model)
     store = _store(args)
-    explainers = {name: Explainer(load_model(name, args.device), store=store) for name in names}
-    for explainer in explainers.values():
-        _notes(explainer)
-    embedder = None
-    if args.engine == "ray":
-        from explain.labelling import ray_engine
-        from explain.models import resolve_device
-
-        ray_engine.start(args.ray_address)
-        device = resolve_device(args.device).type
-
-        def on_ray(explainer, paths, step):
-            vectors, failures = ray_engine.embed_paths([str(p) for p in paths], explainer.model.name, device, args.batch_size, args.workers)
-            if step:
-                step(len(paths))
-            return vectors, failures
-
-        embedder = on_ray
-
-    run = run_evaluation(dataset, descriptors, explainers, recipe, store, args.batch_size, args.workers, args.strict, _bar, embedder)
+    pool = _pool(args, names, store)
+    explainers = {name: pool.get(name) for name in names}
+    engine = make_engine(
+        args.engine, EngineOptions(args.batch_size, args.workers, args.device, store, args.ray_address)
+    )
+    run = run_evaluation(
+        dataset, descriptors, explainers, recipe, store, args.batch_size, args.workers, args.strict, _bar, engine.embed
+    )
     for name in run.missing:
         _error(f"warning: dataset class {name!r} has no descriptors; scored with the template")
     for reason in run.unreadable.values():
         _error(reason)
     paths = write_report(run, args.out)
     for model, methods in run.metrics.items():
-        summary = "  ".join(f"{method} acc1 {_metric(methods[method], 'acc1')} acc5 {_metric(methods[method], 'acc5')}" for method in METHODS)
+        summary = "  ".join(
+            f"{method} acc1 {_metric(methods[method], 'acc1')} acc5 {_metric(methods[method], 'acc5')}"
+            for method in METHODS
+        )
         print(f"{model}: {summary}")
     print(f"wrote {', '.join(str(p) for p in paths.values())}")
     return 1 if run.unreadable else 0
@@ -304,10 +403,14 @@ def format_table(result: Classification, top: int = 5) -> str:
     baseline = {entry.name: entry.probability for entry in result.baseline}
     shown = result.predictions[: max(top, 1)]
     width = max(len("class"), *(len(entry.name) for entry in shown))
-    lines = [f"{result.image}  (model: {result.model})", f"  {'#':>2}  {'class':<{width}}  {'prob':>6}  {'score':>7}  {'baseline':>8}"]
+    lines = [
+        f"{result.image}  (model: {result.model})",
+        f"  {'#':>2}  {'class':<{width}}  {'prob':>6}  {'score':>7}  {'baseline':>8}",
+    ]
     for rank, entry in enumerate(shown, 1):
         lines.append(
-            f"  {rank:>2}  {entry.name:<{width}}  {entry.probability:>6.1%}  {entry.score:>7.2f}  {baseline[entry.name]:>8.1%}"
+            f"  {rank:>2}  {entry.name:<{width}}  {entry.probability:>6.1%}  {entry.score:>7.2f}  "
+            f"{baseline[entry.name]:>8.1%}"
         )
     for entry in result.predictions[:2]:
         lines.append("")
@@ -324,9 +427,11 @@ def format_table(result: Classification, top: int = 5) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _notes(explainer: Explainer) -> None:
-    for note in explainer.model.notes:  # e.g. weights loaded with the architecture they were trained with
-        print(f"note: {note}", file=sys.stderr, flush=True)
+def _pool(args: argparse.Namespace, names: list[str], store: EmbeddingStore | None = None) -> ExplainerPool:
+    """The models of a command, each loaded on first use; their notes (e.g. weights loaded with the
+    architecture they were trained with) go to stderr."""
+    store = store if store is not None else _store(args)
+    return ExplainerPool(names, args.device, store, lambda note: print(f"note: {note}", file=sys.stderr, flush=True))
 
 
 def _checked_template(template: str) -> str:
@@ -339,10 +444,7 @@ def _checked_template(template: str) -> str:
 def _store(args: argparse.Namespace) -> EmbeddingStore | None:
     if args.no_cache:
         return None
-    directory = args.cache_dir or default_cache_dir()
-    # A damaged, read-only or full cache file warns once and is then bypassed, at open or at any later call.
-    store = EmbeddingStore(directory / "embeddings.sqlite3", lambda message: _error(f"warning: {message}"))
-    return store if store.usable else None
+    return open_store(args.cache_dir or default_cache_dir(), lambda message: _error(f"warning: {message}"))
 
 
 def _quiet_transformers() -> None:

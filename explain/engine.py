@@ -18,16 +18,24 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from descriptors import DEFAULT_TEMPLATE, DESCRY, DescriptorError, PromptSet, PromptStyle, build_prompts, template_prompt
+from descriptors import (
+    DEFAULT_TEMPLATE,
+    DESCRY,
+    DescriptorError,
+    PromptSet,
+    PromptStyle,
+    build_prompts,
+    template_prompt,
+)
 from explain.cache import EmbeddingLRU, EmbeddingStore
 from explain.images import content_key, open_image
 from explain.models import EncoderModel
-from explain.results import Classification, ClassScore, DescriptorMap, DescriptorScore, Heatmaps
+from explain.results import Classification, ClassScore, DescriptorHeatmap, DescriptorScore, Heatmaps
 from explain.scoring import class_scores, descriptor_scores, softmax
 
 OnEncode = Callable[[int], Callable[[int], None] | None]  # told how many prompts; may return a progress step
 LONG_ENCODE = 256  # new prompts from which the CLI and the app show progress (about 2 s on a CPU)
-PATCH_CACHE_BYTES = 64 * 2**20  # ClearCLIP patch grids: about 300 images of ViT-B/32 at 448 px
+PATCH_CACHE_BYTES = 64 * 2**20  # ClearCLIP patch embeddings for heatmaps: about 300 images of ViT-B/32 at 448 px
 TEXT_CACHE_BYTES = 256 * 2**20  # ~130k prompts at 512 dimensions
 IMAGE_CACHE_BYTES = 64 * 2**20  # ~32k images at 512 dimensions
 
@@ -68,18 +76,18 @@ class Explainer:
             step = on_encode(len(missing)) if on_encode is not None else None
             encoded = self.model.encode_texts(missing, progress=step)
             self.texts_encoded += len(missing)
-            self._remember(self._texts, "text", zip(missing, encoded), found)
+            self._remember(self._texts, "text", zip(missing, encoded, strict=True), found)
         return _stack([found[p] for p in prompts], self.model.dim)
 
     def image_embeddings(self, images: Sequence[Image.Image]) -> np.ndarray:
         """Unit-norm embeddings of RGB images, keyed by pixel content. # [n_images, dim]"""
         keys = [content_key(image) for image in images]
         found = self._lookup(self._images, "image", list(dict.fromkeys(keys)))
-        todo = {key: image for key, image in zip(keys, images) if key not in found}
+        todo = {key: image for key, image in zip(keys, images, strict=True) if key not in found}
         if todo:
             encoded = self.model.encode_images(list(todo.values()))
             self.images_encoded += len(todo)
-            self._remember(self._images, "image", zip(todo, encoded), found)
+            self._remember(self._images, "image", zip(todo, encoded, strict=True), found)
         return _stack([found[key] for key in keys], self.model.dim)
 
     def classify(
@@ -142,33 +150,42 @@ class Explainer:
     ) -> Heatmaps:
         """Where each descriptor of `classes` (default: the top two) matches in the image.
 
-        Each map is the descriptor's score at every patch (ClearCLIP patch
+        Each heatmap is the descriptor's score at every patch (ClearCLIP patch
         embeddings, see `EncoderModel.patch_embeddings`) with the same prompt
         embedding that gives its bar; with `alone`, the prompt is the
         descriptor without its class name, since the class name tends to
-        light up the whole object. Patch grids are cached per image and size.
+        light up the whole object. Patch embeddings are cached per image and size.
         """
         label = name or (str(image) if isinstance(image, (str, Path)) else "image")
         picture = open_image(image, label)
         if classes is None:
-            classes = [entry.name for entry in self.classify(picture, descriptors, template, label, style).predictions[:2]]
+            classes = [
+                entry.name for entry in self.classify(picture, descriptors, template, label, style).predictions[:2]
+            ]
         chosen = {c: list(descriptors.get(c, [])) for c in classes}
         plan = build_prompts(chosen, template, style)
-        prompts = [d if alone and plan.classes[k] not in plan.fallback else p
-                   for k in range(len(plan.classes)) for d, p in zip(plan.descriptors[plan.class_slice(k)], plan.prompts[plan.class_slice(k)])]  # fmt: skip
-        patches = self._patch_grid(picture, size)  # [grid_h, grid_w, dim]
+        prompts = [
+            d if alone and plan.classes[k] not in plan.fallback else p
+            for k in range(len(plan.classes))
+            for d, p in zip(plan.descriptors[plan.class_slice(k)], plan.prompts[plan.class_slice(k)], strict=True)
+        ]
+        patches = self._patch_embeddings(picture, size)  # [grid_h, grid_w, dim]
         height, width, dim = patches.shape
         text = self.text_embeddings(prompts)  # [n_prompts, dim]
-        scores = descriptor_scores(patches.reshape(-1, dim), text, self.model.logit_scale, self.model.logit_bias)  # [patches, prompts]
+        scores = descriptor_scores(
+            patches.reshape(-1, dim), text, self.model.logit_scale, self.model.logit_bias
+        )  # [patches, prompts]
         grids = scores.T.reshape(len(prompts), height, width).astype(np.float32)
         owners = [plan.classes[k] for k in range(len(plan.classes)) for _ in range(plan.counts[k])]
-        maps = tuple(DescriptorMap(c, d, p, g) for c, d, p, g in zip(owners, plan.descriptors, prompts, grids))
+        entries = tuple(
+            DescriptorHeatmap(c, d, p, g) for c, d, p, g in zip(owners, plan.descriptors, prompts, grids, strict=True)
+        )
         # CLIP's processor scales the short side and crops the centre square: the grid covers that square only.
         side = min(picture.size)
         left, top = (picture.width - side) // 2, (picture.height - side) // 2
-        return Heatmaps(label, self.model.name, size, alone, maps, (left, top, left + side, top + side))
+        return Heatmaps(label, self.model.name, size, alone, entries, (left, top, left + side, top + side))
 
-    def _patch_grid(self, picture: Image.Image, size: int | None) -> np.ndarray:
+    def _patch_embeddings(self, picture: Image.Image, size: int | None) -> np.ndarray:
         key = f"{content_key(picture)}@{size or 'native'}"
         found = self._patches.get(self.model.key, key)
         if found is None:
@@ -220,7 +237,10 @@ def _build_ranked_classes(plan: PromptSet, descriptor_row: np.ndarray, class_row
     records = []
     for k, class_name in enumerate(plan.classes):
         span = plan.class_slice(k)
-        entries = [DescriptorScore(*entry) for entry in zip(plan.descriptors[span], plan.prompts[span], scores[span])]
+        entries = [
+            DescriptorScore(*entry)
+            for entry in zip(plan.descriptors[span], plan.prompts[span], scores[span], strict=True)
+        ]
         entries.sort(key=lambda d: d.score, reverse=True)
         fallback = class_name in plan.fallback
         records.append(ClassScore(class_name, class_values[k], probabilities[k], tuple(entries), fallback))
@@ -229,7 +249,7 @@ def _build_ranked_classes(plan: PromptSet, descriptor_row: np.ndarray, class_row
 
 def _ranked_baseline(classes: Sequence[str], template_row: np.ndarray) -> tuple[ClassScore, ...]:
     probabilities = softmax(template_row)
-    records = [ClassScore(c, float(s), float(p)) for c, s, p in zip(classes, template_row, probabilities)]
+    records = [ClassScore(c, float(s), float(p)) for c, s, p in zip(classes, template_row, probabilities, strict=True)]
     return tuple(sorted(records, key=lambda r: r.score, reverse=True))
 
 

@@ -19,6 +19,10 @@ class ModelLoadError(ExplainError, RuntimeError):
     """A model that cannot be loaded, or is not an image-text model."""
 
 
+class HeatmapsUnavailable(ExplainError):
+    """This model family has no justified per-patch heatmap; the message says why."""
+
+
 def first_line(error: BaseException) -> str:
     """The first line of an exception's message, or its class name when it has none."""
     text = str(error).strip() or error.__class__.__name__

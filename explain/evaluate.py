@@ -1,7 +1,7 @@
 """Evaluating a dataset: every image against every class, three ways, per model.
 
-The flow is one-way: files -> image embeddings (batched by a DataLoader,
-cached on disk by file content) -> per-prompt scores -> class scores per
+The flow is one-way: files -> image embeddings (`datasets.embed_files`, or
+an engine's) -> per-prompt scores -> class scores per
 method (descriptors, template baseline, WaffleCLIP's random-descriptor
 control) -> metrics, views and descriptor diagnostics as plain dicts.
 Dataset classes meet descriptor keys by name (`match_classes`), and the
@@ -11,97 +11,23 @@ files and HTML lives in `report`; the counting lives in `metrics`.
 
 from __future__ import annotations
 
-import csv
-import hashlib
-import random
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
-import torch
-from torch.utils.data import DataLoader
 
 from descriptors import DEFAULT_TEMPLATE, DescriptorError, PromptSet, PromptStyle, build_prompts, normalise_name
 from descriptors.prompts import DESCRY, template_prompts
 from descriptors.waffle import DEFAULT_PAIRS, waffle_prompts
 from explain.cache import EmbeddingStore
+from explain.datasets import Dataset, embed_files
 from explain.engine import LONG_ENCODE, Explainer, OnEncode
-from explain.errors import ExplainError, first_line
-from explain.images import open_image
+from explain.errors import ExplainError
 from explain.metrics import SCALAR_METRICS, classification_metrics, top_k
 from explain.scoring import class_scores, descriptor_scores, softmax
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 METHODS = ("descriptors", "baseline", "waffle")
-
-
-@dataclass
-class Dataset:
-    """Image paths with their labels; `classes` in a fixed order (folder or first-seen order)."""
-
-    paths: list[Path]
-    labels: list[str]
-    classes: list[str]
-
-    @property
-    def targets(self) -> np.ndarray:
-        index = {name: i for i, name in enumerate(self.classes)}
-        return np.array([index[label] for label in self.labels], dtype=np.int64)
-
-    def subset(self, keep: Sequence[int]) -> Dataset:
-        return Dataset([self.paths[i] for i in keep], [self.labels[i] for i in keep], self.classes)
-
-
-def load_dataset(data: str | Path, limit: int | None = None, seed: int = 0, root: str | Path | None = None) -> Dataset:
-    """An ImageFolder tree (DATA/<class>/<image>) or a CSV of path,label; `limit` samples at random.
-
-    With `root`, nothing outside it is read: class folders and files that are
-    (or pass through) symbolic links resolving outside `root` are skipped.
-    """
-    data = Path(data)
-    inside = (lambda path: path.resolve().is_relative_to(Path(root).resolve())) if root is not None else (lambda path: True)
-    if data.is_dir():
-        folders = sorted(p for p in data.iterdir() if p.is_dir() and not p.name.startswith(".") and inside(p))
-        paths, labels = [], []
-        for folder in folders:
-            for path in sorted(folder.rglob("*")):
-                if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file() and inside(path):
-                    paths.append(path)
-                    labels.append(folder.name)
-        classes = [folder.name for folder in folders]
-    elif data.is_file():
-        paths, labels = _read_csv(data)
-        classes = list(dict.fromkeys(labels))
-    else:
-        raise ExplainError(f"{data}: no such dataset folder or CSV file")
-    if not paths:
-        raise ExplainError(f"{data}: no images found (expected DATA/<class>/<image> or a CSV of path,label)")
-    dataset = Dataset(paths, labels, classes)
-    if limit is not None and limit < len(paths):
-        chosen = sorted(random.Random(seed).sample(range(len(paths)), limit))
-        dataset = dataset.subset(chosen)
-    return dataset
-
-
-def _read_csv(path: Path) -> tuple[list[Path], list[str]]:
-    try:
-        rows = list(csv.reader(path.read_text(encoding="utf-8").splitlines()))
-    except (OSError, UnicodeDecodeError) as error:
-        raise ExplainError(f"{path}: cannot read the CSV ({error.__class__.__name__})") from None
-    if rows and [cell.strip().lower() for cell in rows[0][:2]] == ["path", "label"]:
-        rows = rows[1:]
-    paths, labels = [], []
-    for number, row in enumerate(rows, 1):
-        if not row or not "".join(row).strip():
-            continue
-        if len(row) < 2 or not row[0].strip() or not row[1].strip():
-            raise ExplainError(f"{path}: row {number} is not 'path,label'")
-        image = Path(row[0].strip())
-        paths.append(image if image.is_absolute() else path.parent / image)
-        labels.append(row[1].strip())
-    return paths, labels
 
 
 def match_key(name: str) -> str:
@@ -156,7 +82,10 @@ def match_classes(classes: Sequence[str], descriptors: Mapping[str, list[str]], 
         if key is None:
             candidates = loose.get(match_key(name), [])
             if len(candidates) > 1:
-                raise DescriptorError(f"dataset class {name!r} matches more than one descriptor key: {candidates[0]!r} and {candidates[1]!r}")
+                raise DescriptorError(
+                    f"dataset class {name!r} matches more than one descriptor key: "
+                    f"{candidates[0]!r} and {candidates[1]!r}"
+                )
             key = candidates[0] if candidates else None
         found[name] = key
     by_label: dict[str, str] = {}
@@ -165,101 +94,15 @@ def match_classes(classes: Sequence[str], descriptors: Mapping[str, list[str]], 
         other = by_label.setdefault(normalise_name(label), name)
         if other != name:
             what = f"descriptor key {found[name]!r}" if found[name] is not None else f"the name {label!r}"
-            raise DescriptorError(f"dataset classes {other!r} and {name!r} both match {what}; rename one of the folders")
+            raise DescriptorError(
+                f"dataset classes {other!r} and {name!r} both match {what}; rename one of the folders"
+            )
     matched = {name: list(descriptors[key]) if key is not None else [] for name, key in found.items()}
     missing = [name for name, values in matched.items() if not any(v.strip() for v in values)]
     if strict and missing:
         shown = ", ".join(missing[:10]) + (" ..." if len(missing) > 10 else "")
         raise DescriptorError(f"{len(missing)} dataset classes have no descriptors: {shown}")
     return ClassMatch(matched, labels, missing)
-
-
-# --- image embeddings -----------------------------------------------------------------------------------
-
-
-class _Files(torch.utils.data.Dataset):
-    """Decodes and preprocesses one file per item, in DataLoader workers; failures come back as text."""
-
-    def __init__(self, paths: Sequence[Path], image_processor: Callable):
-        # Only the image processor travels to the workers, never the model.
-        self.paths, self.image_processor = list(paths), image_processor
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, index: int):
-        try:
-            pixels = self.image_processor(images=[open_image(self.paths[index])], return_tensors="pt")
-            return index, {k: v[0] for k, v in pixels.items()}, None
-        except ExplainError as error:
-            return index, None, str(error)
-        except Exception as error:  # a worker must never take the whole run down
-            return index, None, f"{self.paths[index]}: {first_line(error)}"
-
-
-def _collate(items):
-    good = [(i, pixels) for i, pixels, error in items if pixels is not None]
-    failed = [(i, error) for i, _, error in items if error is not None]
-    batch = {key: torch.stack([pixels[key] for _, pixels in good]) for key in good[0][1]} if good else {}
-    return [i for i, _ in good], batch, failed
-
-
-def file_key(path: Path) -> str:
-    """Content hash of an image file: the disk cache key, independent of its name or folder."""
-    digest = hashlib.blake2b(digest_size=20)
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def embed_files(
-    explainer: Explainer,
-    paths: Sequence[Path],
-    store: EmbeddingStore | None = None,
-    batch_size: int = 32,
-    workers: int = 2,
-    progress: Callable[[int], None] | None = None,
-) -> tuple[np.ndarray, dict[int, str]]:
-    """Unit-norm embeddings of image files, in order; unreadable files are reported, not fatal.
-
-    Returns ([n_paths, dim] with zero rows for failures, {index: reason}).
-    """
-    model = explainer.model
-    embeddings = np.zeros((len(paths), model.dim), np.float32)
-    failures: dict[int, str] = {}
-    keys: dict[int, str] = {}
-    for i, path in enumerate(paths):
-        try:
-            keys[i] = file_key(path)
-        except OSError as error:
-            failures[i] = f"{path}: cannot read ({error.__class__.__name__})"
-    cached = store.get_many("image-file", model.key, list(set(keys.values()))) if store else {}
-    todo = []
-    for i, key in keys.items():
-        if key in cached:
-            embeddings[i] = cached[key]
-        else:
-            todo.append(i)
-    if progress:
-        progress(len(paths) - len(todo))
-    loader = DataLoader(
-        _Files([paths[i] for i in todo], model.image_processor), batch_size=batch_size, num_workers=workers,
-        collate_fn=_collate, persistent_workers=False,
-    )  # fmt: skip
-    for positions, batch, failed in loader:
-        for position, reason in failed:
-            failures[todo[position]] = reason
-        if positions:
-            vectors = model.encode_pixels(batch)
-            rows = [todo[p] for p in positions]
-            embeddings[rows] = vectors
-            explainer.images_encoded += len(rows)
-            if store:
-                store.put_many("image-file", model.key, [(keys[r], embeddings[r]) for r in rows])
-        if progress:
-            progress(len(positions) + len(failed))
-    return embeddings, failures
 
 
 # --- scoring a whole dataset ----------------------------------------------------------------------------
@@ -323,10 +166,14 @@ def score_dataset(
             if keep_prompts:
                 kept.append(scores)
         empty = np.zeros((0, len(plan.classes)))
-        return MethodScores(np.concatenate(logits) if logits else empty, plan, np.concatenate(kept) if kept else None, seed)
+        return MethodScores(
+            np.concatenate(logits) if logits else empty, plan, np.concatenate(kept) if kept else None, seed
+        )
 
     evaluation = ModelEvaluation(model.name)
-    evaluation.methods["descriptors"] = scored(build_prompts(descriptors, recipe.template, recipe.style, labels), keep_prompts=True)
+    evaluation.methods["descriptors"] = scored(
+        build_prompts(descriptors, recipe.template, recipe.style, labels), keep_prompts=True
+    )
     evaluation.methods["baseline"] = scored(template_prompts(list(descriptors), recipe.template, recipe.style, labels))
     for seed in recipe.waffle_seeds():
         evaluation.waffle_reps.append(scored(waffle_prompts(descriptors, recipe.waffle_pairs, seed, labels), seed=seed))
@@ -341,7 +188,10 @@ def summarise(evaluation: ModelEvaluation, targets: np.ndarray, classes: list[st
     too), with `std` (population standard deviation, as WaffleCLIP's numpy
     reports it) and `seeds`; `waffle_reps` lists each repetition's metrics.
     """
-    summary = {method: classification_metrics(evaluation.methods[method].logits, targets, classes) for method in ("descriptors", "baseline")}
+    summary = {
+        method: classification_metrics(evaluation.methods[method].logits, targets, classes)
+        for method in ("descriptors", "baseline")
+    }
     reps = []
     for scores in evaluation.waffle_reps:
         reps.append({"seed": scores.seed, **classification_metrics(scores.logits, targets, classes)})
@@ -357,7 +207,10 @@ def _mean_of_reps(reps: list[dict]) -> dict:
             continue
         if key == "per_class":
             mean[key] = {
-                name: {m: float(np.mean([r[key][name][m] for r in reps])) if m != "support" else v for m, v in entry.items()}
+                name: {
+                    m: float(np.mean([r[key][name][m] for r in reps])) if m != "support" else v
+                    for m, v in entry.items()
+                }
                 for name, entry in value.items()
             }
         elif key == "confusion_matrix":
@@ -457,7 +310,7 @@ def prompt_rows(evaluation: ModelEvaluation) -> list[dict]:
             span = plan.class_slice(k)
             rows.extend(
                 {"method": method, "class": class_name, "descriptor": d, "prompt": p}
-                for d, p in zip(plan.descriptors[span], plan.prompts[span])
+                for d, p in zip(plan.descriptors[span], plan.prompts[span], strict=True)
             )
     return rows
 
@@ -471,11 +324,15 @@ def prediction_rows(dataset: Dataset, model: str, evaluation: ModelEvaluation) -
         for i, path in enumerate(dataset.paths):
             rows.append(
                 {
-                    "path": str(path), "label": dataset.labels[i], "model": model, "method": method,
-                    "pred": dataset.classes[best[i, 0]], "confidence": f"{probabilities[i, best[i, 0]]:.6f}",
+                    "path": str(path),
+                    "label": dataset.labels[i],
+                    "model": model,
+                    "method": method,
+                    "pred": dataset.classes[best[i, 0]],
+                    "confidence": f"{probabilities[i, best[i, 0]]:.6f}",
                     "top5": "|".join(dataset.classes[k] for k in best[i]),
                 }
-            )  # fmt: skip
+            )
     return rows
 
 
@@ -527,6 +384,7 @@ def run_evaluation(
     targets = readable.targets
     evaluations, metrics, diagnostics = {}, {}, {}
     for name, explainer in explainers.items():
+
         def on_encode(total: int, name: str = name):
             return progress(f"prompts, {name}", total) if progress and total >= LONG_ENCODE else None
 
@@ -539,4 +397,6 @@ def run_evaluation(
     predicted = {name: e.methods["descriptors"].logits.argmax(axis=1) for name, e in evaluations.items()}
     baseline = {name: e.methods["baseline"].logits.argmax(axis=1) for name, e in evaluations.items()}
     found = views(predicted, targets, baseline)
-    return EvaluationRun(readable, evaluations, metrics, diagnostics, found, match.missing, unreadable, recipe, match.labels)
+    return EvaluationRun(
+        readable, evaluations, metrics, diagnostics, found, match.missing, unreadable, recipe, match.labels
+    )

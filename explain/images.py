@@ -29,7 +29,18 @@ MAX_DECODED_PIXELS = 8_000_000  # larger images are reduced by an integer factor
 MAX_SHORT_SIDE = 2048  # ... and to a short side below this (CLIP-family inputs are 224-448 px)
 MAX_FULL_DECODE_BYTES = 256 * 2**20  # formats without reduced decoding (PNG, WebP, ...) must fit in this
 
-_BYTES_PER_PIXEL = {"I": 4, "F": 4, "I;16": 2, "I;16B": 2, "I;16L": 2, "I;16N": 2, "RGBA": 4, "RGBX": 4, "CMYK": 4, "RGBa": 4}
+_BYTES_PER_PIXEL = {
+    "I": 4,
+    "F": 4,
+    "I;16": 2,
+    "I;16B": 2,
+    "I;16L": 2,
+    "I;16N": 2,
+    "RGBA": 4,
+    "RGBX": 4,
+    "CMYK": 4,
+    "RGBa": 4,
+}
 
 
 def reduction_factor(width: int, height: int) -> int:
@@ -45,15 +56,22 @@ def _check_header(image: Image.Image, label: str) -> None:
     if width < 1 or height < 1:
         raise ImageError(f"{label}: image has no pixels ({width}×{height})")
     if megapixels >= MAX_MEGAPIXELS:
-        raise ImageError(f"{label}: image is {width}×{height} ({megapixels:.0f} megapixels); the limit is {MAX_MEGAPIXELS:.0f} megapixels")
+        raise ImageError(
+            f"{label}: image is {width}×{height} ({megapixels:.0f} megapixels); "
+            f"the limit is {MAX_MEGAPIXELS:.0f} megapixels"
+        )
     aspect = max(width, height) / min(width, height)
     if aspect > MAX_ASPECT:
-        raise ImageError(f"{label}: image is {width}×{height}, {aspect:.0f} times longer than wide; the limit is {MAX_ASPECT:.0f}:1")
+        raise ImageError(
+            f"{label}: image is {width}×{height}, {aspect:.0f} times longer than wide; the limit is {MAX_ASPECT:.0f}:1"
+        )
     needed = width * height * _BYTES_PER_PIXEL.get(image.mode, len(image.getbands()))
     if image.format != "JPEG" and needed > MAX_FULL_DECODE_BYTES and reduction_factor(width, height) > 1:
         raise ImageError(
-            f"{label}: a {width}×{height} {image.format or 'image'} needs {needed / 2**20:.0f} MB to decode; the limit is "
-            f"{MAX_FULL_DECODE_BYTES / 2**20:.0f} MB (JPEGs are decoded at reduced size and accepted up to {MAX_MEGAPIXELS:.0f} megapixels)"
+            f"{label}: a {width}×{height} {image.format or 'image'} needs {needed / 2**20:.0f} MB to decode; "
+            "the limit is "
+            f"{MAX_FULL_DECODE_BYTES / 2**20:.0f} MB (JPEGs are decoded at reduced size and accepted up to "
+            f"{MAX_MEGAPIXELS:.0f} megapixels)"
         )
 
 
@@ -69,9 +87,10 @@ def _decode_small(image: Image.Image) -> Image.Image:
         try:
             image = image.reduce(factor)
         except ValueError:  # palette and 1-bit images cannot be averaged: take every factor-th pixel
-            image = image.resize((math.ceil(image.width / factor), math.ceil(image.height / factor)), Image.Resampling.NEAREST)
+            image = image.resize(
+                (math.ceil(image.width / factor), math.ceil(image.height / factor)), Image.Resampling.NEAREST
+            )
     return image
-
 
 
 def open_image(source: str | Path | bytes | Image.Image, name: str | None = None) -> Image.Image:
@@ -100,7 +119,9 @@ def open_image(source: str | Path | bytes | Image.Image, name: str | None = None
     except UnidentifiedImageError:
         raise ImageError(f"{label}: not a recognised image format") from None
     except Image.DecompressionBombError:
-        raise ImageError(f"{label}: image is too large to decode; the limit is {MAX_MEGAPIXELS:.0f} megapixels") from None
+        raise ImageError(
+            f"{label}: image is too large to decode; the limit is {MAX_MEGAPIXELS:.0f} megapixels"
+        ) from None
     except (OSError, SyntaxError, ValueError, EOFError) as error:
         raise ImageError(f"{label}: cannot decode image ({first_line(error)})") from None
     except MemoryError:

@@ -62,7 +62,9 @@ def classification_metrics(logits: np.ndarray, targets: np.ndarray, class_names:
     confidence = probabilities.max(axis=1)
     correct = predictions == targets
     labels = list(range(len(class_names)))
-    precision, recall, f1, support = precision_recall_fscore_support(targets, predictions, labels=labels, zero_division=0)
+    precision, recall, f1, support = precision_recall_fscore_support(
+        targets, predictions, labels=labels, zero_division=0
+    )
     present = support > 0  # classes with no samples have no recall to average
     return {
         "acc1": accuracy_at(logits, targets, 1),
@@ -73,7 +75,7 @@ def classification_metrics(logits: np.ndarray, targets: np.ndarray, class_names:
         "n_samples": int(len(targets)),
         "per_class": {
             name: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
-            for name, p, r, f, s in zip(class_names, precision, recall, f1, support)
+            for name, p, r, f, s in zip(class_names, precision, recall, f1, support, strict=True)
         },
         "confusion_matrix": confusion_matrix(targets, predictions, labels=labels).tolist(),
     }

@@ -31,9 +31,19 @@ def write_report(run: EvaluationRun, out: str | Path, title: str = "Descry evalu
     """Write every output file into `out`; returns their paths by name."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    names = ("metrics.json", "predictions.csv", "prompts.csv", "classes.json", "views.json", "diagnostics.json", "report.html")
+    names = (
+        "metrics.json",
+        "predictions.csv",
+        "prompts.csv",
+        "classes.json",
+        "views.json",
+        "diagnostics.json",
+        "report.html",
+    )
     paths = {name: out / name for name in names}
-    paths["metrics.json"].write_text(json.dumps(_finite(run.metrics), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    paths["metrics.json"].write_text(
+        json.dumps(_finite(run.metrics), indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
+    )
     with open(paths["predictions.csv"], "w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=["path", "label", "model", "method", "pred", "confidence", "top5"])
         writer.writeheader()
@@ -49,7 +59,9 @@ def write_report(run: EvaluationRun, out: str | Path, title: str = "Descry evalu
     paths["classes.json"].write_text(json.dumps(labels, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     named_views = {name: [str(run.dataset.paths[i]) for i in indices] for name, indices in run.views.items()}
     paths["views.json"].write_text(json.dumps(named_views, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    paths["diagnostics.json"].write_text(json.dumps(_finite(run.diagnostics), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    paths["diagnostics.json"].write_text(
+        json.dumps(_finite(run.diagnostics), indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
+    )
     paths["report.html"].write_text(render_html(run, title), encoding="utf-8")
     return paths
 
@@ -90,10 +102,16 @@ figure img {{ width: {THUMBNAIL_SIZE}px; height: {THUMBNAIL_SIZE}px; object-fit:
 
 def _overview(run: EvaluationRun) -> str:
     recipe = run.recipe
-    reps = f", mean of {recipe.waffle_reps} seeds ({', '.join(map(str, recipe.waffle_seeds()))})" if recipe.waffle_reps > 1 else f", seed {recipe.seed}"
+    reps = (
+        f", mean of {recipe.waffle_reps} seeds ({', '.join(map(str, recipe.waffle_seeds()))})"
+        if recipe.waffle_reps > 1
+        else f", seed {recipe.seed}"
+    )
     style = html.escape(recipe.style.name)
     if recipe.style.prefix or recipe.style.suffix:
-        style += f" with prefix {html.escape(repr(recipe.style.prefix))} and suffix {html.escape(repr(recipe.style.suffix))}"
+        style += (
+            f" with prefix {html.escape(repr(recipe.style.prefix))} and suffix {html.escape(repr(recipe.style.suffix))}"
+        )
     items = [
         f"{len(run.dataset.paths)} images in {len(run.dataset.classes)} classes",
         f"models: {', '.join(html.escape(m) for m in run.evaluations)}",
@@ -105,8 +123,11 @@ def _overview(run: EvaluationRun) -> str:
     ]
     renamed = {name: label for name, label in run.labels.items() if label != name}
     if renamed:
-        shown = ", ".join(f"{html.escape(n)} &rarr; {html.escape(l)}" for n, l in list(renamed.items())[:10])
-        items.append(f"{len(renamed)} dataset classes are written in prompts by their descriptor key or readable name: {shown}" + (" ..." if len(renamed) > 10 else ""))
+        shown = ", ".join(f"{html.escape(n)} &rarr; {html.escape(label)}" for n, label in list(renamed.items())[:10])
+        items.append(
+            f"{len(renamed)} dataset classes are written in prompts by their descriptor key or readable name: {shown}"
+            + (" ..." if len(renamed) > 10 else "")
+        )
     if run.missing:
         shown = ", ".join(html.escape(name) for name in run.missing[:30]) + (" ..." if len(run.missing) > 30 else "")
         items.append(f"{len(run.missing)} classes had no descriptors and were scored with the template: {shown}")
@@ -127,7 +148,10 @@ def _metrics_table(run: EvaluationRun) -> str:
     if any(math.isnan(m["descriptors"]["acc5"]) for m in run.metrics.values()):
         note = '<p class="note">acc5 is not reported (n/a) with fewer than five classes, as in CLIP_benchmark.</p>'
     if run.recipe.waffle_reps > 1:
-        note += f'<p class="note">waffle: mean &plusmn; population standard deviation over {run.recipe.waffle_reps} seeds; each seed\'s metrics are in metrics.json under waffle_reps.</p>'
+        note += (
+            f'<p class="note">waffle: mean &plusmn; population standard deviation over {run.recipe.waffle_reps} seeds; '
+            "each seed's metrics are in metrics.json under waffle_reps.</p>"
+        )
     return f"<table><thead><tr>{header}</tr></thead><tbody>{''.join(rows)}</tbody></table>{note}"
 
 
@@ -145,15 +169,21 @@ def _confusion_figure(metrics: dict, classes: list[str], model: str) -> go.Figur
     labels = [safe(name, None) for name in classes]
     figure = go.Figure(
         go.Heatmap(
-            z=metrics["confusion_matrix"], x=labels, y=labels, colorscale="Blues",
+            z=metrics["confusion_matrix"],
+            x=labels,
+            y=labels,
+            colorscale="Blues",
             hovertemplate="true %{y}<br>predicted %{x}<br>%{z} images<extra></extra>",
         )
-    )  # fmt: skip
+    )
     size = min(900, 260 + 18 * len(classes))
     figure.update_layout(
-        title=f"Confusion matrix, descriptors ({safe(model, None)})", template="plotly_white", height=size,
-        xaxis=dict(title="predicted", tickangle=-45), yaxis=dict(title="true", autorange="reversed"),
-    )  # fmt: skip
+        title=f"Confusion matrix, descriptors ({safe(model, None)})",
+        template="plotly_white",
+        height=size,
+        xaxis=dict(title="predicted", tickangle=-45),
+        yaxis=dict(title="true", autorange="reversed"),
+    )
     return figure
 
 
@@ -163,9 +193,13 @@ def _recall_figure(metrics: dict, classes: list[str]) -> go.Figure:
     for method in METHODS:
         figure.add_bar(x=labels, y=[metrics[method]["per_class"][name]["recall"] for name in classes], name=method)
     figure.update_layout(
-        title="Per-class recall", barmode="group", template="plotly_white", yaxis=dict(range=[0, 1], tickformat=".0%"),
-        xaxis=dict(tickangle=-45), height=420,
-    )  # fmt: skip
+        title="Per-class recall",
+        barmode="group",
+        template="plotly_white",
+        yaxis=dict(range=[0, 1], tickformat=".0%"),
+        xaxis=dict(tickangle=-45),
+        height=420,
+    )
     return figure
 
 
@@ -173,13 +207,16 @@ def _diagnostics_html(rows: list[dict], limit: int = 15) -> str:
     if not rows:
         return '<p class="note">No descriptors to diagnose.</p>'
     helpful = sorted((r for r in rows if r["ablation_delta"] < 0), key=lambda r: r["ablation_delta"])[:limit]
-    harmful = sorted((r for r in rows if r["ablation_delta"] > 0), key=lambda r: r["ablation_delta"], reverse=True)[:limit]
+    harmful = sorted((r for r in rows if r["ablation_delta"] > 0), key=lambda r: r["ablation_delta"], reverse=True)[
+        :limit
+    ]
     most_used = sorted(rows, key=lambda r: r["top_in_correct"], reverse=True)[:limit]
 
     def table(selected: list[dict]) -> str:
         body = "".join(
             f"<tr><td>{html.escape(r['class'])}</td><td>{html.escape(r['descriptor'])}</td>"
-            f'<td class="num">{r["ablation_delta"]:+.4f}</td><td class="num">{r["top_in_correct"]} / {r["correct_predictions"]}</td></tr>'
+            f'<td class="num">{r["ablation_delta"]:+.4f}</td>'
+            f'<td class="num">{r["top_in_correct"]} / {r["correct_predictions"]}</td></tr>'
             for r in selected
         )
         return (
@@ -189,10 +226,13 @@ def _diagnostics_html(rows: list[dict], limit: int = 15) -> str:
 
     none = '<p class="note">No descriptor changes top-1 accuracy when removed on its own.</p>'
     return (
-        "<h3>Descriptors that help most (removing one alone costs accuracy)</h3>" + (table(helpful) if helpful else none)
-        + "<h3>Descriptors that hurt most (removing one alone gains accuracy)</h3>" + (table(harmful) if harmful else none)
-        + "<h3>Descriptors most often the top match of a correct prediction</h3>" + table(most_used)
-    )  # fmt: skip
+        "<h3>Descriptors that help most (removing one alone costs accuracy)</h3>"
+        + (table(helpful) if helpful else none)
+        + "<h3>Descriptors that hurt most (removing one alone gains accuracy)</h3>"
+        + (table(harmful) if harmful else none)
+        + "<h3>Descriptors most often the top match of a correct prediction</h3>"
+        + table(most_used)
+    )
 
 
 def _views_html(run: EvaluationRun) -> str:
@@ -205,12 +245,19 @@ def _views_html(run: EvaluationRun) -> str:
             continue
         thumbs = []
         for i in indices[:THUMBNAILS_PER_VIEW]:
-            guesses = ", ".join(f"{html.escape(m)}: {html.escape(run.dataset.classes[p[i]])}" for m, p in predicted.items())
+            guesses = ", ".join(
+                f"{html.escape(m)}: {html.escape(run.dataset.classes[p[i]])}" for m, p in predicted.items()
+            )
             thumbs.append(
-                f'<figure><img alt="{html.escape(run.dataset.paths[i].name, quote=True)}" src="{_thumbnail(run.dataset.paths[i])}">'
+                f'<figure><img alt="{html.escape(run.dataset.paths[i].name, quote=True)}" '
+                f'src="{_thumbnail(run.dataset.paths[i])}">'
                 f"<figcaption>true: {html.escape(run.dataset.labels[i])}<br>{guesses}</figcaption></figure>"
             )
-        more = f'<p class="note">and {len(indices) - THUMBNAILS_PER_VIEW} more in views.json</p>' if len(indices) > THUMBNAILS_PER_VIEW else ""
+        more = (
+            f'<p class="note">and {len(indices) - THUMBNAILS_PER_VIEW} more in views.json</p>'
+            if len(indices) > THUMBNAILS_PER_VIEW
+            else ""
+        )
         parts.append(f'<div class="thumbs">{"".join(thumbs)}</div>{more}')
     return "\n".join(parts)
 

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from explain.errors import ExplainError
+
 
 @dataclass(frozen=True)
 class DescriptorScore:
@@ -94,17 +96,21 @@ class Classification:
         top, runner_up = self.predictions[0], self.predictions[1]
         return Contrast(top, runner_up, top.score - runner_up.score)
 
-    def to_dict(self) -> dict:
-        return {
+    def to_dict(self, contrast: bool = False) -> dict:
+        """The `--json` record; with `contrast`, also the top class against the runner-up (given two classes)."""
+        record = {
             "image": self.image,
             "model": self.model,
             "predictions": [entry.to_dict() for entry in self.predictions],
             "baseline": [entry.to_dict(with_descriptors=False) for entry in self.baseline],
         }
+        if contrast and len(self.predictions) > 1:
+            record["contrast"] = self.contrast().to_dict()
+        return record
 
 
 @dataclass(frozen=True)
-class DescriptorMap:
+class DescriptorHeatmap:
     """Where one descriptor matches: its score at every image patch, in the same units as its bar."""
 
     class_name: str
@@ -115,7 +121,7 @@ class DescriptorMap:
 
 @dataclass(frozen=True)
 class Heatmaps:
-    """Per-descriptor maps of one image: which patches each descriptor's prompt matches.
+    """Per-descriptor heatmaps of one image: which patches each descriptor's prompt matches.
 
     `input_size` is the square size the image was fed at (None: the model's
     own); `alone` is True when the prompts were the descriptors without
@@ -127,10 +133,38 @@ class Heatmaps:
     model: str
     input_size: int | None
     alone: bool
-    maps: tuple[DescriptorMap, ...]
+    entries: tuple[DescriptorHeatmap, ...]
     region: tuple[int, int, int, int] = (0, 0, 0, 0)  # (left, top, right, bottom): the part of the image the model saw
 
     @property
     def grids(self) -> np.ndarray:
-        """All maps stacked. # [n_descriptors, grid_h, grid_w] float32"""
-        return np.stack([m.grid for m in self.maps]).astype(np.float32) if self.maps else np.zeros((0, 0, 0), np.float32)
+        """All heatmaps stacked. # [n_descriptors, grid_h, grid_w] float32"""
+        if not self.entries:
+            return np.zeros((0, 0, 0), np.float32)
+        return np.stack([entry.grid for entry in self.entries]).astype(np.float32)
+
+    def find(self, class_name: str, descriptor: str) -> DescriptorHeatmap:
+        """The heatmap of one descriptor of one class, as written in the class's list."""
+        for entry in self.entries:
+            if entry.class_name == class_name and entry.descriptor == descriptor:
+                return entry
+        raise ExplainError(f"{descriptor!r} is not one of the descriptors of {class_name!r}")
+
+    def scale(self, class_name: str | None = None) -> tuple[float, float]:
+        """(lowest, highest) score over every heatmap, or over one class's: one colour scale for all of them."""
+        grids = [entry.grid for entry in self.entries if class_name is None or entry.class_name == class_name]
+        if not grids:
+            return 0.0, 1.0
+        return float(min(grid.min() for grid in grids)), float(max(grid.max() for grid in grids))
+
+    def record(self, entry: DescriptorHeatmap) -> dict:
+        """One heatmap as plain numbers (the `/heatmap` answer): the grid, rows top to bottom, and what it covers."""
+        return {
+            "grid": entry.grid.tolist(),
+            "grid_size": list(entry.grid.shape),
+            "prompt": entry.prompt,
+            "region": list(self.region),
+            "input_size": self.input_size,
+            "class": entry.class_name,
+            "descriptor": entry.descriptor,
+        }

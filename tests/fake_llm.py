@@ -43,7 +43,9 @@ def stall(seconds: float) -> Reply:
 class FakeLLM:
     """Start with `with FakeLLM() as llm:`; `llm.url` is the base URL to give the client."""
 
-    def __init__(self, default=lambda class_name: answer(f"- {class_name} feature one\n- feature two\n- feature three")):
+    def __init__(
+        self, default=lambda class_name: answer(f"- {class_name} feature one\n- feature two\n- feature three")
+    ):
         self.scripts: dict[str, deque[Reply]] = defaultdict(deque)
         self.default = default
         self.requests: list[dict] = []
@@ -87,19 +89,41 @@ class FakeLLM:
                 match = QUESTION.search(prompt)
                 class_name = match.group(1) if match else ""
                 with fake._lock:
-                    fake.requests.append({"path": self.path, "body": body, "prompt": prompt, "class": class_name, "headers": {k.lower(): v for k, v in self.headers.items()}})
+                    fake.requests.append(
+                        {
+                            "path": self.path,
+                            "body": body,
+                            "prompt": prompt,
+                            "class": class_name,
+                            "headers": {k.lower(): v for k, v in self.headers.items()},
+                        }
+                    )
                 if self.path != "/v1/chat/completions":
                     return self._send(404, {"error": {"message": f"no route {self.path}"}})
                 reply = fake._reply_for(class_name)
                 if reply.delay:
                     time.sleep(reply.delay)
                 if reply.status != 200:
-                    return self._send(reply.status, {"error": {"message": reply.error_message, "type": "scripted"}}, reply.headers)
-                self._send(200, {
-                    "id": "chatcmpl-test", "object": "chat.completion", "created": 0, "model": body.get("model", ""),
-                    "choices": [{"index": 0, "message": {"role": "assistant", "content": reply.text}, "finish_reason": "stop"}],
-                    "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
-                })  # fmt: skip
+                    return self._send(
+                        reply.status, {"error": {"message": reply.error_message, "type": "scripted"}}, reply.headers
+                    )
+                self._send(
+                    200,
+                    {
+                        "id": "chatcmpl-test",
+                        "object": "chat.completion",
+                        "created": 0,
+                        "model": body.get("model", ""),
+                        "choices": [
+                            {
+                                "index": 0,
+                                "message": {"role": "assistant", "content": reply.text},
+                                "finish_reason": "stop",
+                            }
+                        ],
+                        "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+                    },
+                )
 
             def _send(self, status, payload, headers=None):
                 data = json.dumps(payload).encode()

@@ -49,21 +49,34 @@ def classification_at_scale(scores: dict[str, dict[str, float]], baseline: dict[
     means = np.array([np.mean(list(scores[n].values())) for n in names])
     probabilities = softmax(means)
     predictions = []
-    for name, mean, probability in zip(names, means, probabilities):
+    for name, mean, probability in zip(names, means, probabilities, strict=True):
         entries = [DescriptorScore(d, f"{name}, which has {d}", float(s)) for d, s in scores[name].items()]
         entries.sort(key=lambda d: d.score, reverse=True)
         predictions.append(ClassScore(name, float(mean), float(probability), tuple(entries)))
     base = np.array([baseline[n] for n in names])
-    alone = [ClassScore(n, float(s), float(p)) for n, s, p in zip(names, base, softmax(base))]
+    alone = [ClassScore(n, float(s), float(p)) for n, s, p in zip(names, base, softmax(base), strict=True)]
     return Classification(
-        "frog.jpg", "test", tuple(sorted(predictions, key=lambda r: r.score, reverse=True)), tuple(sorted(alone, key=lambda r: r.score, reverse=True))
+        "frog.jpg",
+        "test",
+        tuple(sorted(predictions, key=lambda r: r.score, reverse=True)),
+        tuple(sorted(alone, key=lambda r: r.score, reverse=True)),
     )
 
 
 # The seed article's tree frog photo with real CLIP (ViT-B/32): descriptor scores in logits.
 SEED_FROGS = {
-    "tree frog": {"protruding eyes": 25.54, "bright green colour": 22.68, "sticky toe pads": 21.39, "often found on leaves": 25.90},
-    "tailed frog": {"tiny eyes": 24.09, "a flattened body": 22.40, "a short tail-like extension": 21.28, "found in fast streams": 21.01},
+    "tree frog": {
+        "protruding eyes": 25.54,
+        "bright green colour": 22.68,
+        "sticky toe pads": 21.39,
+        "often found on leaves": 25.90,
+    },
+    "tailed frog": {
+        "tiny eyes": 24.09,
+        "a flattened body": 22.40,
+        "a short tail-like extension": 21.28,
+        "found in fast streams": 21.01,
+    },
 }
 SEED_BASELINE = {"tree frog": 24.10, "tailed frog": 24.92}
 

@@ -1,4 +1,4 @@
-"""The web app's handlers, called directly: charts from the engine, edits, LLM buttons, files, bad input."""
+"""The web app's rooms, their handlers called directly: charts from the engine, edits, LLM buttons, files, bad input."""
 
 import json
 import re
@@ -9,17 +9,50 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import app
+from descriptors import DescriptorError, load_descriptors
 from descriptors.generate import make_llm
+from descriptors.limits import RequestLimits
+from explain import ExplainerPool
 from tests.conftest import FROGS, random_image
 from tests.fake_llm import FakeLLM, answer, stall
+from web import (
+    api,
+    compare,
+    editor,
+    evaluate_tab,
+    examples,
+    heatmaps,
+    llm_gate,
+    messages,
+    scoring,
+    sharing,
+    tell_apart,
+    uploads,
+)
+from web.page import build_app, launch_options
+from web.settings import Settings
 
-EXAMPLE = app.EXAMPLES[0]
+EXAMPLE = examples.EXAMPLES[0]
+LIMITS = RequestLimits()
 
 
 @pytest.fixture
 def models(clip_dir):
-    return app.Models([str(clip_dir)], device="cpu")
+    return ExplainerPool([str(clip_dir)], device="cpu")
+
+
+@pytest.fixture
+def settings(tmp_path):
+    """The app's settings with its folders inside the test's own."""
+    return Settings(work_dir=tmp_path / "work", downloads=tmp_path / "downloads")
+
+
+def explain_image(models, image, classes, descriptors, on_encode=None):
+    return scoring.explain_image(models, LIMITS, None, image, classes, descriptors, on_encode)
+
+
+def llm_for(server, timeout=5.0):
+    return lambda: make_llm("test-model", server.url, None, timeout=timeout, max_retries=0)
 
 
 @pytest.fixture
@@ -36,11 +69,15 @@ def no_llm(monkeypatch):
 
 
 def test_explain_returns_three_charts_a_record_and_a_status(models, image_file):
-    ranking, descriptors, contrast, record, headline, message = app.explain(models, None, image_file, "tree frog, tailed frog, axolotl", FROGS)
+    ranking, descriptors, contrast, record, headline, message = explain_image(
+        models, image_file, "tree frog, tailed frog, axolotl", FROGS
+    )
     scores = [p["score"] for p in record["predictions"]]
     assert scores == sorted(scores, reverse=True)
     assert {p["class"] for p in record["predictions"]} == {"tree frog", "tailed frog", "axolotl"}
-    assert record["contrast"]["margin"] == pytest.approx(record["predictions"][0]["score"] - record["predictions"][1]["score"])
+    assert record["contrast"]["margin"] == pytest.approx(
+        record["predictions"][0]["score"] - record["predictions"][1]["score"]
+    )
     assert len(ranking.data) == 2 and len(descriptors.data) == 3 and len(contrast.data) == 3
     assert "scored 3 classes" in headline and "No descriptors, scored with the template: axolotl." in headline
     top = record["predictions"][0]
@@ -48,17 +85,19 @@ def test_explain_returns_three_charts_a_record_and_a_status(models, image_file):
 
 
 def test_explain_matches_the_engine(models, image_file):
-    record = app.explain(models, None, image_file, "tree frog, bullfrog", FROGS)[3]
-    engine = models.get().classify(image_file, {"tree frog": FROGS["tree frog"], "bullfrog": FROGS["bullfrog"]}, name="image")
+    record = explain_image(models, image_file, "tree frog, bullfrog", FROGS)[3]
+    engine = models.get().classify(
+        image_file, {"tree frog": FROGS["tree frog"], "bullfrog": FROGS["bullfrog"]}, name="image"
+    )
     assert record["predictions"] == engine.to_dict()["predictions"]
 
 
 def test_editing_one_descriptor_re_encodes_one_prompt_only(models, image_file):
-    app.explain(models, None, image_file, "tree frog, tailed frog", FROGS)
+    explain_image(models, image_file, "tree frog, tailed frog", FROGS)
     explainer = models.get()
     images_before, texts_before = explainer.images_encoded, explainer.texts_encoded
-    edited = app.edit_features(FROGS, "Tree_Frog", "webbed hind feet\n" + "\n".join(FROGS["tree frog"][1:]))
-    _, figure, _, record, headline, _ = app.explain(models, None, image_file, "tree frog, tailed frog", edited)
+    edited = editor.edit_features(FROGS, "Tree_Frog", "webbed hind feet\n" + "\n".join(FROGS["tree frog"][1:]))
+    _, figure, _, record, headline, _ = explain_image(models, image_file, "tree frog, tailed frog", edited)
     assert explainer.texts_encoded - texts_before == 1 and explainer.images_encoded == images_before
     assert "1 new prompts encoded" in headline
     tree = next(p for p in record["predictions"] if p["class"] == "tree frog")
@@ -67,33 +106,37 @@ def test_editing_one_descriptor_re_encodes_one_prompt_only(models, image_file):
 
 def test_edits_return_a_new_set_and_never_touch_the_old_one():
     original = {"newt": ["a crest"]}
-    edited = app.edit_features(original, "newt", "a crest\n\n  orange belly  \n")
+    edited = editor.edit_features(original, "newt", "a crest\n\n  orange belly  \n")
     assert edited == {"newt": ["a crest", "orange belly"]} and original == {"newt": ["a crest"]}
-    assert app.edit_features(original, "Axolotl", "gills") == {"newt": ["a crest"], "Axolotl": ["gills"]}
-    assert app.edit_features(original, None, "x") is original
+    assert editor.edit_features(original, "Axolotl", "gills") == {"newt": ["a crest"], "Axolotl": ["gills"]}
+    assert editor.edit_features(original, None, "x") is original
 
 
 def test_editor_follows_the_class_list():
-    update, text = app.editor_choices("newt, toad", {"newt": ["a crest"]}, "toad")
-    assert update["choices"] == ["newt", "toad"] and update["value"] == "toad" and text == ""
-    update, text = app.editor_choices("newt", {"newt": ["a crest", "spots"]}, "toad")
-    assert update["value"] == "newt" and text == "a crest\nspots"
-    assert app.remove_class("newt, Toad, axolotl", "toad") == "newt, axolotl"
+    names, selected, text = editor.editor_choices("newt, toad", {"newt": ["a crest"]}, "toad")
+    assert names == ["newt", "toad"] and selected == "toad" and text == ""
+    names, selected, text = editor.editor_choices("newt", {"newt": ["a crest", "spots"]}, "toad")
+    assert selected == "newt" and text == "a crest\nspots"
+    assert editor.remove_class("newt, Toad, axolotl", "toad") == "newt, axolotl"
 
 
 @pytest.mark.parametrize(
     ("classes", "message"),
-    [("", "class list is empty"), ("newt, Newt", "listed twice"), (", ".join(f"c{i}" for i in range(1001)), "more than the app takes")],
+    [
+        ("", "class list is empty"),
+        ("newt, Newt", "listed twice"),
+        (", ".join(f"c{i}" for i in range(1001)), "more than the app takes"),
+    ],
 )
 def test_bad_class_lists_are_messages(models, image_file, classes, message):
-    ranking, descriptors, contrast, record, headline, status = app.explain(models, None, image_file, classes, FROGS)
+    ranking, descriptors, contrast, record, headline, status = explain_image(models, image_file, classes, FROGS)
     assert (ranking, descriptors, contrast, record, headline) == (None, None, None, None, "")
     assert 'class="descry-message descry-error"' in status and "Could not explain: " in status and message in status
 
 
 def test_three_hundred_classes_work(models, image_file):
     classes = ", ".join(f"class {i}" for i in range(300))
-    ranking, _, _, record, headline, _ = app.explain(models, None, image_file, classes, {})
+    ranking, _, _, record, headline, _ = explain_image(models, image_file, classes, {})
     assert len(record["predictions"]) == 300 and "top 15 of 300" in ranking.layout.title.text
     assert "scored 300 classes" in headline
 
@@ -103,79 +146,84 @@ def test_bad_images_are_messages(models, tmp_path):
     text.write_text("not an image")
     huge = tmp_path / "huge.png"
     Image.new("1", (10_000, 10_000)).save(huge)
-    assert "not a recognised image format" in app.explain(models, None, str(text), "newt", {})[5]
-    assert "100 megapixels" in app.explain(models, None, {"path": str(huge)}, "newt", {})[5]
-    assert "Upload an image" in app.explain(models, None, None, "newt", {})[5]
+    assert "not a recognised image format" in explain_image(models, str(text), "newt", {})[5]
+    assert "100 megapixels" in explain_image(models, {"path": str(huge)}, "newt", {})[5]
+    assert "Upload an image" in explain_image(models, None, "newt", {})[5]
 
 
 def test_an_unloadable_model_is_a_message_and_is_tried_once(image_file):
-    models = app.Models(["no-such-org/no-such-model"], device="cpu")
+    models = ExplainerPool(["no-such-org/no-such-model"], device="cpu")
     error = models.load_error()
     assert "cannot load model 'no-such-org/no-such-model'" in error
-    status = app.explain(models, None, image_file, "newt", {})[5]
+    status = explain_image(models, image_file, "newt", {})[5]
     assert "cannot load model" in status
-    assert app.build_app(models, error) is not None
+    assert build_app(models, load_error=error) is not None
 
 
 def test_generate_without_an_llm_says_how_to_configure_one(no_llm):
-    descriptors, status = app.generate_missing({"newt": []}, "newt", None)
+    descriptors, status = editor.generate_missing({"newt": []}, "newt", LIMITS, llm_gate.app_llm(Settings()))
     assert descriptors == {"newt": []} and "OPENAI_API_KEY" in status and "OPENAI_BASE_URL" in status
 
 
 def test_generate_fills_only_missing_classes():
     with FakeLLM() as server:
         server.script("axolotl", answer("- feathery gills\n- a wide head"))
-        llm = lambda: make_llm("test-model", server.url, None, timeout=5.0, max_retries=0)  # noqa: E731
-        descriptors, status = app.generate_missing({"newt": ["a crest"]}, "newt, axolotl", llm)
+        llm = llm_for(server)
+        descriptors, status = editor.generate_missing({"newt": ["a crest"]}, "newt, axolotl", LIMITS, llm)
         assert descriptors == {"newt": ["a crest"], "axolotl": ["feathery gills", "a wide head"]}
         assert [r["class"] for r in server.requests] == ["axolotl"] and "1 of 1 classes" in status
-        assert "Every class already has descriptors." in app.generate_missing(descriptors, "newt, axolotl", llm)[1]
+        again = editor.generate_missing(descriptors, "newt, axolotl", LIMITS, llm)[1]
+        assert "Every class already has descriptors." in again
 
 
 def test_generate_timeout_is_a_message_and_keeps_the_set():
     with FakeLLM() as server:
         server.script("axolotl", stall(2.0))
-        llm = lambda: make_llm("test-model", server.url, None, timeout=0.3, max_retries=0)  # noqa: E731
-        descriptors, status = app.generate_missing({"newt": ["a crest"]}, "newt, axolotl", llm)
+        descriptors, status = editor.generate_missing(
+            {"newt": ["a crest"]}, "newt, axolotl", LIMITS, llm_for(server, timeout=0.3)
+        )
         assert descriptors == {"newt": ["a crest"]}
         assert "Could not generate axolotl: timed out after 1 attempt." in status
 
 
 def test_reset_restores_the_shipped_set():
-    restored = app.reset_descriptors("tree frog, axolotl")
-    assert restored["tree frog"] == app.load_descriptors(app.SHIPPED)["tree frog"] and "axolotl" not in restored
+    restored = editor.reset_descriptors("tree frog, axolotl", "test-model")
+    assert restored["tree frog"] == load_descriptors(examples.SHIPPED)["tree frog"] and "axolotl" not in restored
 
 
-def test_upload_and_download_round_trip(tmp_path):
+def test_upload_and_download_round_trip(tmp_path, settings):
     path = tmp_path / "mine.json"
     path.write_text(json.dumps({"newt": ["a crest"], "toad": ["warts"]}))
-    descriptors, classes, status = app.upload_descriptors({"path": str(path)}, {}, "x")
+    descriptors, classes, status = editor.upload_descriptors({"path": str(path)}, {}, "x", LIMITS)
     assert descriptors == {"newt": ["a crest"], "toad": ["warts"]} and classes == "newt, toad" and "2 classes" in status
-    path = app.download_file(descriptors)
+    path = uploads.download_file(settings, descriptors)
     assert json.loads(open(path, encoding="utf-8").read()) == descriptors
-    assert app.download_file(dict(descriptors)) == path  # same content, same file: edits leave no pile of folders
-    assert app.download_file({"newt": ["a crest"]}) != path
+    assert uploads.download_file(settings, dict(descriptors)) == path  # same content, same file: no pile of folders
+    assert uploads.download_file(settings, {"newt": ["a crest"]}) != path
 
 
-@pytest.mark.parametrize(("content", "message"), [("{oops", "not valid JSON"), ('{"newt": "crest"}', "expected a list of strings"), ("{}", "no classes")])
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [("{oops", "not valid JSON"), ('{"newt": "crest"}', "expected a list of strings"), ("{}", "no classes")],
+)
 def test_bad_uploads_are_messages(tmp_path, content, message):
     path = tmp_path / "bad.json"
     path.write_text(content)
-    descriptors, classes, status = app.upload_descriptors(str(path), {"newt": ["a crest"]}, "newt")
+    descriptors, classes, status = editor.upload_descriptors(str(path), {"newt": ["a crest"]}, "newt", LIMITS)
     assert descriptors == {"newt": ["a crest"]} and classes == "newt" and message in status
 
 
 def test_markdown_status_shows_markup_as_text():
-    assert app.md("<b>newt</b> *x* [a](b)") == r"&lt;b&gt;newt&lt;/b&gt; \*x\* \[a\]\(b\)"
+    assert messages.md("<b>newt</b> *x* [a](b)") == r"&lt;b&gt;newt&lt;/b&gt; \*x\* \[a\]\(b\)"
 
 
 def test_api_classify_errors_are_gradio_errors(models, image_file):
-    record = app.api_classify(models, {"path": image_file}, "newt, toad", json.dumps({"newt": ["a crest"]}))
+    record = api.api_classify(models, LIMITS, {"path": image_file}, "newt, toad", json.dumps({"newt": ["a crest"]}))
     assert {p["class"] for p in record["predictions"]} == {"newt", "toad"} and "contrast" in record
     with pytest.raises(gr.Error, match="not valid JSON"):
-        app.api_classify(models, image_file, "newt", "{oops")
+        api.api_classify(models, LIMITS, image_file, "newt", "{oops")
     with pytest.raises(gr.Error, match="class list is empty"):
-        app.api_classify(models, image_file, "", "")
+        api.api_classify(models, LIMITS, image_file, "", "")
 
 
 def test_model_names_from_flags_or_environment(monkeypatch):
@@ -209,19 +257,25 @@ def png_bytes(seed):
     return buffer.getvalue()
 
 
-def test_zip_of_an_image_folder_is_evaluated(models, tmp_path):
-    entries = {f"frogs/{name}/{i}.png": png_bytes(10 * k + i) for k, name in enumerate(["tree_frog", "tailed frog"]) for i in range(3)}
+def test_zip_of_an_image_folder_is_evaluated(models, tmp_path, settings):
+    entries = {
+        f"frogs/{name}/{i}.png": png_bytes(10 * k + i)
+        for k, name in enumerate(["tree_frog", "tailed frog"])
+        for i in range(3)
+    }
     archive = make_zip(tmp_path / "data.zip", entries)
-    rows, report, galleries, picker, status = app.evaluate_upload(models, None, {"path": str(archive)}, None, FROGS, None)
+    rows, report, galleries, views, status = evaluate_tab.evaluate_upload(
+        models, settings, None, {"path": str(archive)}, None, FROGS, None
+    )
     short = Path(models.names[0]).name  # the table shows short model names
     assert [row[:2] for row in rows] == [[short, "descriptors"], [short, "baseline"], [short, "waffle"]]
     assert all(0.0 <= row[2] <= 1.0 for row in rows)
     assert report.endswith("report.html") and open(report, encoding="utf-8").read().startswith("<!DOCTYPE html>")
     assert "Evaluated 6 images in 2 classes." in status
-    assert picker["choices"] == list(galleries) and all(items for items in galleries.values())  # only views with samples
+    assert views == list(galleries) and all(items for items in galleries.values())  # only views with samples
     assert all(" → " in caption for items in galleries.values() for _, caption in items)
     some_view = next(name for name, items in galleries.items() if items)
-    assert app.view_gallery(galleries, some_view)[0][1].split(" → ")[0] in {"tree_frog", "tailed frog"}
+    assert evaluate_tab.view_gallery(galleries, some_view)[0][1].split(" → ")[0] in {"tree_frog", "tailed frog"}
 
 
 @pytest.mark.parametrize(
@@ -232,67 +286,69 @@ def test_zip_of_an_image_folder_is_evaluated(models, tmp_path):
         ({"a/../../escape.png": b"x"}, "points outside the upload folder"),
     ],
 )
-def test_zip_paths_cannot_escape(tmp_path, entries, message):
+def test_zip_paths_cannot_escape(tmp_path, settings, entries, message):
     archive = make_zip(tmp_path / "evil.zip", entries)
     target = tmp_path / "target"
     target.mkdir()
-    with pytest.raises(app.DescriptorError, match=message):
-        app.extract_zip(str(archive), target)
+    with pytest.raises(DescriptorError, match=message):
+        uploads.extract_zip(settings, str(archive), target)
     assert not (tmp_path / "escape.png").exists() and list(target.iterdir()) == []
 
 
-def test_zip_links_size_and_format_are_checked(tmp_path, monkeypatch):
+def test_zip_links_size_and_format_are_checked(tmp_path, settings):
     link = zipfile.ZipInfo("classes/link.png")
     link.external_attr = (stat.S_IFLNK | 0o777) << 16
     with zipfile.ZipFile(tmp_path / "link.zip", "w") as archive:
         archive.writestr(link, "/etc/passwd")
-    with pytest.raises(app.DescriptorError, match="is a symbolic link"):
-        app.extract_zip(str(tmp_path / "link.zip"), tmp_path)
+    with pytest.raises(DescriptorError, match="is a symbolic link"):
+        uploads.extract_zip(settings, str(tmp_path / "link.zip"), tmp_path)
     (tmp_path / "not.zip").write_text("plain text")
-    with pytest.raises(app.DescriptorError, match="not a zip file"):
-        app.extract_zip(str(tmp_path / "not.zip"), tmp_path)
-    monkeypatch.setattr(app, "MAX_UNZIPPED_BYTES", 1000)
-    with pytest.raises(app.DescriptorError, match="would unpack to more than"):
-        app.extract_zip(str(make_zip(tmp_path / "big.zip", {"a/b.png": b"0" * 5000})), tmp_path / "t")
-    monkeypatch.setattr(app, "MAX_ZIP_BYTES", 10)
-    with pytest.raises(app.DescriptorError, match="larger than"):
-        app.extract_zip(str(make_zip(tmp_path / "small.zip", {"a/b.png": b"0" * 50})), tmp_path / "u")
+    with pytest.raises(DescriptorError, match="not a zip file"):
+        uploads.extract_zip(settings, str(tmp_path / "not.zip"), tmp_path)
+    small = Settings(max_zip_bytes=250)  # unpacks to at most 1,000 bytes
+    with pytest.raises(DescriptorError, match="would unpack to more than"):
+        with zipfile.ZipFile(tmp_path / "big.zip", "w", zipfile.ZIP_DEFLATED) as archive:
+            archive.writestr("a/b.png", b"0" * 5000)  # small packed, 5,000 bytes unpacked
+        uploads.extract_zip(small, str(tmp_path / "big.zip"), tmp_path / "t")
+    with pytest.raises(DescriptorError, match="larger than"):
+        tiny = Settings(max_zip_bytes=10)
+        uploads.extract_zip(tiny, str(make_zip(tmp_path / "small.zip", {"a/b.png": b"0" * 50})), tmp_path / "u")
 
 
-def test_server_folders_stay_under_the_root(tmp_path, monkeypatch):
+def test_server_folders_stay_under_the_root(tmp_path):
     root = tmp_path / "root"
     (root / "pets" / "cat").mkdir(parents=True)
     (tmp_path / "secret").mkdir()
     (root / "sneaky").symlink_to(tmp_path / "secret")
-    monkeypatch.delenv("DESCRY_DATA_ROOT", raising=False)
-    with pytest.raises(app.DescriptorError, match="set DESCRY_DATA_ROOT"):
-        app.data_folder("pets")
-    monkeypatch.setenv("DESCRY_DATA_ROOT", str(root))
-    assert app.data_folder("pets") == (root / "pets").resolve()
-    assert app.data_folders() == ["pets"]  # the link that leaves the root is not even offered
+    with pytest.raises(DescriptorError, match="set DESCRY_DATA_ROOT"):
+        uploads.data_folder(Settings(), "pets")
+    rooted = Settings.from_environment({"DESCRY_DATA_ROOT": str(root)})
+    assert uploads.data_folder(rooted, "pets") == (root / "pets").resolve()
+    assert uploads.data_folders(rooted) == ["pets"]  # the link that leaves the root is not even offered
     for name in ("../secret", "sneaky", "/etc", "pets/../../secret"):
-        with pytest.raises(app.DescriptorError, match="not a folder under the data root"):
-            app.data_folder(name)
+        with pytest.raises(DescriptorError, match="not a folder under the data root"):
+            uploads.data_folder(rooted, name)
 
 
-def test_evaluate_without_a_source_is_a_message(models):
-    assert app.evaluate_upload(models, None, None, None, FROGS, None)[4].startswith("Upload a zip")
+def test_evaluate_without_a_source_is_a_message(models, settings):
+    assert evaluate_tab.evaluate_upload(models, settings, None, None, None, FROGS, None)[4].startswith("Upload a zip")
 
 
-def test_a_zip_that_lies_about_its_contents_leaves_nothing_behind(models, tmp_path, monkeypatch):
-    monkeypatch.setattr(app, "WORK", tmp_path / "work")
-    archive = make_zip(tmp_path / "data.zip", {"frogs/tree_frog/0.png": png_bytes(1), "frogs/tailed frog/0.png": png_bytes(2)})
+def test_a_zip_that_lies_about_its_contents_leaves_nothing_behind(models, tmp_path, settings):
+    archive = make_zip(
+        tmp_path / "data.zip", {"frogs/tree_frog/0.png": png_bytes(1), "frogs/tailed frog/0.png": png_bytes(2)}
+    )
     data = bytearray(archive.read_bytes())
     spot = data.index(png_bytes(2)[:8]) + 40  # inside the second image's stored bytes: its CRC no longer matches
     data[spot] ^= 0xFF
     archive.write_bytes(bytes(data))
-    *_, status = app.evaluate_upload(models, None, {"path": str(archive)}, None, FROGS, None)
+    *_, status = evaluate_tab.evaluate_upload(models, settings, None, {"path": str(archive)}, None, FROGS, None)
     assert "the zip is damaged or unsupported" in status and "Bad CRC" in status
     assert list((tmp_path / "work").iterdir()) == []
 
 
 def test_links_inside_a_server_dataset_are_not_followed(tmp_path):
-    from explain.evaluate import load_dataset
+    from explain.datasets import load_dataset
 
     root = tmp_path / "root"
     (root / "pets" / "cat").mkdir(parents=True)
@@ -306,54 +362,52 @@ def test_links_inside_a_server_dataset_are_not_followed(tmp_path):
     assert len(load_dataset(root / "pets").paths) == 3  # without a root, links are ordinary files
 
 
-def test_work_folders_are_pruned_oldest_first(tmp_path, monkeypatch):
+def test_work_folders_are_pruned_oldest_first(tmp_path, settings):
     import os
 
-    monkeypatch.setattr(app, "WORK", tmp_path / "work")
     made = []
     for i in range(5):
-        folder = app.work_folder("data")
+        folder = uploads.work_folder(settings, "data")
         (folder / "blob").write_bytes(b"x" * 1000)
         os.utime(folder, (1000 + i, 1000 + i))
         made.append(folder)
-    app.prune_work(max_bytes=2500, keep=1)
+    uploads.prune_work(settings, max_bytes=2500, keep=1)
     assert sorted(p.name for p in (tmp_path / "work").iterdir()) == sorted(p.name for p in made[-2:])
 
 
-def test_launch_limits_uploads_and_serves_the_data_root(models, tmp_path, monkeypatch):
-    assert app.build_app(models).delete_cache == (3600, 86400)  # Gradio sweeps its upload cache
-    monkeypatch.setenv("DESCRY_DATA_ROOT", str(tmp_path))
-    options = app.launch_options(7860)
-    assert options["max_file_size"] == app.MAX_UPLOAD_BYTES and options["allowed_paths"] == [str(tmp_path.resolve())]
-    monkeypatch.delenv("DESCRY_DATA_ROOT")
-    assert app.launch_options(7860)["allowed_paths"] == []
+def test_launch_limits_uploads_and_serves_the_data_root(models, tmp_path):
+    assert build_app(models).delete_cache == (3600, 86400)  # Gradio sweeps its upload cache
+    rooted = Settings(data_root=tmp_path)
+    options = launch_options(rooted, 7860)
+    assert options["max_file_size"] == 200 * 2**20 and options["allowed_paths"] == [str(tmp_path.resolve())]
+    assert launch_options(Settings(), 7860)["allowed_paths"] == []
 
 
 # --- request limits, and who may spend the LLM key --------------------------------------------------------------
 
 
 def test_requests_are_bounded_with_one_line(models):
-    many = {"newt": [f"feature {i}" for i in range(app.MAX_DESCRIPTORS_PER_CLASS + 1)]}
-    *_, status = app.explain(models, None, str(EXAMPLE), "newt", many)
-    assert f"class 'newt' has {app.MAX_DESCRIPTORS_PER_CLASS + 1} descriptors; the app takes at most" in status
+    many = {"newt": [f"feature {i}" for i in range(LIMITS.max_descriptors_per_class + 1)]}
+    *_, status = explain_image(models, str(EXAMPLE), "newt", many)
+    assert f"class 'newt' has {LIMITS.max_descriptors_per_class + 1} descriptors; the app takes at most" in status
     long = {"newt": ["x" * 5_000_000]}
-    *_, status = app.explain(models, None, str(EXAMPLE), "newt", long)
+    *_, status = explain_image(models, str(EXAMPLE), "newt", long)
     assert "5,000,000 characters long; the limit is 300" in status
-    *_, status = app.explain(models, None, str(EXAMPLE), "newt", {"newt": ["a crest \ud800"]})
+    *_, status = explain_image(models, str(EXAMPLE), "newt", {"newt": ["a crest \ud800"]})
     assert "class 'newt' contains a lone surrogate" in status
     wide = {f"class {i}": [f"feature {j}" for j in range(60)] for i in range(70)}
-    *_, status = app.explain(models, None, str(EXAMPLE), ", ".join(wide), wide)
+    *_, status = explain_image(models, str(EXAMPLE), ", ".join(wide), wide)
     assert "4,200 descriptors together; the app takes 4,000 per request" in status
 
 
 def test_api_refuses_two_keys_for_one_class(models):
     with pytest.raises(gr.Error, match="the same class twice: 'Newt' and 'newt'"):
-        app.api_classify(models, str(EXAMPLE), "newt", json.dumps({"Newt": ["a crest"], "newt": ["a tail"]}))
+        api.api_classify(models, LIMITS, str(EXAMPLE), "newt", json.dumps({"Newt": ["a crest"], "newt": ["a tail"]}))
 
 
-def test_llm_gate(monkeypatch):
+def test_llm_gate():
     now = [0.0]
-    gate = app.LLMGate(per_session=2, per_minute=3, max_classes=5, clock=lambda: now[0])
+    gate = llm_gate.LLMGate(per_visitor=2, per_minute=3, max_classes=5, clock=lambda: now[0])
     assert gate.refusal("a", 6) == "Ask for at most 5 classes at a time (6 were asked for)."
     assert gate.refusal("a", 1) is None and gate.refusal("a", 1) is None
     assert "This session has asked the LLM 2 times" in gate.refusal("a", 1)
@@ -361,22 +415,22 @@ def test_llm_gate(monkeypatch):
     assert "busy with other visitors" in gate.refusal("c", 1)
     now[0] = 61.0  # a minute later, everyone may ask again
     assert gate.refusal("a", 1) is None
-    monkeypatch.setenv("DESCRY_LLM_PUBLIC", "0")
-    assert gate.__class__().refusal("a", 1) == "LLM generation is turned off on this app by its owner."
-    monkeypatch.setenv("DESCRY_LLM_TOKEN", "s3cret")
-    locked = app.LLMGate()
+    closed = llm_gate.LLMGate.from_settings(Settings.from_environment({"DESCRY_LLM_PUBLIC": "0"}))
+    assert closed.refusal("a", 1) == "LLM generation is turned off on this app by its owner."
+    locked = llm_gate.LLMGate.from_settings(
+        Settings.from_environment({"DESCRY_LLM_PUBLIC": "0", "DESCRY_LLM_TOKEN": "s3cret"})
+    )
     assert "needs the owner's token" in locked.refusal("a", 1)
     assert "needs the owner's token" in locked.refusal("a", 1, "guess")
     assert locked.refusal("a", 1, "s3cret") is None
 
 
-def test_generate_button_respects_the_gate(monkeypatch):
-    monkeypatch.setenv("DESCRY_LLM_PUBLIC", "0")
-    calls = []
-    descriptors, status = app.generate_missing({}, "axolotl", lambda: calls.append(1) or object(), gate=app.LLMGate())
+def test_generate_button_respects_the_gate():
+    closed = llm_gate.LLMGate(public=False)
+    descriptors, status = editor.generate_missing({}, "axolotl", LIMITS, lambda: object(), closed)
     assert descriptors == {} and "turned off on this app by its owner" in status
     with pytest.raises(gr.Error, match="turned off on this app by its owner"):
-        app.api_generate("axolotl", lambda: object(), gate=app.LLMGate())
+        api.api_generate("axolotl", lambda: object(), closed)
 
 
 def test_a_heavy_request_does_not_hold_up_a_light_one(clip_dir, tmp_path):
@@ -398,17 +452,19 @@ def test_a_heavy_request_does_not_hold_up_a_light_one(clip_dir, tmp_path):
                 time.sleep(3)
             return self.inner.encode_texts(prompts, progress=progress)
 
-    models = app.Models([str(clip_dir)], device="cpu")
+    models = ExplainerPool([str(clip_dir)], device="cpu")
     explainer = models.get()
     explainer.model = SlowOnMany(explainer.model)
-    blocks = app.build_app(models)
+    blocks = build_app(models)
     blocks.launch(server_name="127.0.0.1", server_port=None, prevent_thread_lock=True, quiet=True)
     try:
         heavy = {f"class {i}": [f"feature {i} {j}" for j in range(20)] for i in range(10)}
         finished = {}
 
         def ask(name, classes, descriptors):
-            Client(blocks.local_url, verbose=False).predict(handle_file(str(EXAMPLE)), classes, descriptors, api_name="/classify")
+            Client(blocks.local_url, verbose=False).predict(
+                handle_file(str(EXAMPLE)), classes, descriptors, api_name="/classify"
+            )
             finished[name] = time.monotonic()
 
         slow = threading.Thread(target=ask, args=("heavy", ", ".join(heavy), json.dumps(heavy)))
@@ -421,16 +477,15 @@ def test_a_heavy_request_does_not_hold_up_a_light_one(clip_dir, tmp_path):
         blocks.close()
 
 
-def test_messages_name_the_visitors_files_not_server_folders(models, tmp_path, monkeypatch):
-    monkeypatch.setattr(app, "WORK", tmp_path / "work")
+def test_messages_name_the_visitors_files_not_server_folders(models, tmp_path, settings):
     entries = {f"frogs/{name}/{i}.png": png_bytes(i) for name in ("tree_frog", "tailed frog") for i in range(2)}
     entries["frogs/tree_frog/broken.png"] = b"not a png"
     archive = make_zip(tmp_path / "my-frogs.zip", entries)
-    *_, status = app.evaluate_upload(models, None, {"path": str(archive)}, None, FROGS, None)
+    *_, status = evaluate_tab.evaluate_upload(models, settings, None, {"path": str(archive)}, None, FROGS, None)
     assert "1 images could not be read" in status and "my\\-frogs.zip" in status
     assert str(tmp_path / "work") not in status and "descry-work" not in status
     empty = make_zip(tmp_path / "empty.zip", {"frogs/readme.txt": b"no images"})
-    *_, status = app.evaluate_upload(models, None, {"path": str(empty)}, None, FROGS, None)
+    *_, status = evaluate_tab.evaluate_upload(models, settings, None, {"path": str(empty)}, None, FROGS, None)
     assert "empty.zip" in status and "no images found" in status and str(tmp_path) not in status
 
 
@@ -438,16 +493,23 @@ def test_messages_name_the_visitors_files_not_server_folders(models, tmp_path, m
 
 
 def test_a_link_carries_classes_descriptors_and_an_example_image(tmp_path):
-    descriptors = {"tabby cat": ["striped fur"], "lynx": ["tufted ears", "a <b>short</b> tail"], "unlisted": ["left out"]}
-    token = app.encode_state("tabby cat, lynx", descriptors, str(app.FIRST_EXAMPLE))
+    descriptors = {
+        "tabby cat": ["striped fur"],
+        "lynx": ["tufted ears", "a <b>short</b> tail"],
+        "unlisted": ["left out"],
+    }
+    token = sharing.encode_state("tabby cat, lynx", descriptors, str(examples.FIRST_EXAMPLE))
     assert re.fullmatch(r"[A-Za-z0-9_-]+", token) and len(token) < 300
-    classes, restored, image = app.decode_state(token)
-    assert classes == "tabby cat, lynx" and restored == {"tabby cat": ["striped fur"], "lynx": ["tufted ears", "a <b>short</b> tail"]}
-    assert image == str(app.FIRST_EXAMPLE)
+    classes, restored, image = sharing.decode_state(token)
+    assert classes == "tabby cat, lynx" and restored == {
+        "tabby cat": ["striped fur"],
+        "lynx": ["tufted ears", "a <b>short</b> tail"],
+    }
+    assert image == str(examples.FIRST_EXAMPLE)
     # An upload travels without its image, even if it shares an example's name.
     lookalike = tmp_path / "tabby-cat.jpg"
     random_image(3).save(lookalike)
-    assert app.decode_state(app.encode_state("tabby cat", descriptors, str(lookalike)))[2] is None
+    assert sharing.decode_state(sharing.encode_state("tabby cat", descriptors, str(lookalike)))[2] is None
 
 
 @pytest.mark.parametrize(
@@ -458,8 +520,8 @@ def test_a_link_carries_classes_descriptors_and_an_example_image(tmp_path):
     ],
 )
 def test_bad_links_are_one_line(token, message):
-    with pytest.raises(app.DescriptorError, match=message):
-        app.decode_state(token)
+    with pytest.raises(DescriptorError, match=message):
+        sharing.decode_state(token)
 
 
 def test_hostile_link_contents_are_refused():
@@ -469,15 +531,15 @@ def test_hostile_link_contents_are_refused():
     def pack(payload: bytes) -> str:
         return base64.urlsafe_b64encode(zlib.compress(payload, 9)).decode().rstrip("=")
 
-    with pytest.raises(app.DescriptorError, match="unpacks to more than 256 KB"):
-        app.decode_state(pack(b" " * 1_000_000))  # a zip bomb: tiny link, huge state
-    with pytest.raises(app.DescriptorError, match="not a Descry explanation"):
-        app.decode_state(pack(b'{"c": 3, "d": {}}'))
-    with pytest.raises(app.DescriptorError, match="nested too deeply"):
-        app.decode_state(pack(b"[" * 100_000))
+    with pytest.raises(DescriptorError, match="unpacks to more than 256 KB"):
+        sharing.decode_state(pack(b" " * 1_000_000))  # a zip bomb: tiny link, huge state
+    with pytest.raises(DescriptorError, match="not a Descry explanation"):
+        sharing.decode_state(pack(b'{"c": 3, "d": {}}'))
+    with pytest.raises(DescriptorError, match="nested too deeply"):
+        sharing.decode_state(pack(b"[" * 100_000))
     too_many = json.dumps({"c": "newt", "d": {"newt": [f"f{i}" for i in range(100)]}}).encode()
-    with pytest.raises(app.DescriptorError, match="the app takes at most 64 per class"):
-        app.decode_state(pack(too_many))
+    with pytest.raises(DescriptorError, match="the app takes at most 64 per class"):
+        sharing.decode_state(pack(too_many))
 
 
 def test_a_set_too_large_for_a_link_says_so():
@@ -485,12 +547,12 @@ def test_a_set_too_large_for_a_link_says_so():
 
     rng = random.Random(0)
     huge = {f"class {i}": [f"{rng.getrandbits(160):040x}" for _ in range(20)] for i in range(60)}
-    with pytest.raises(app.DescriptorError, match="too large for a link"):
-        app.encode_state(", ".join(huge), huge)
+    with pytest.raises(DescriptorError, match="too large for a link"):
+        sharing.encode_state(", ".join(huge), huge)
 
 
 def test_evaluation_outputs_start_hidden(models):
-    blocks = app.build_app(models)
+    blocks = build_app(models)
     config = blocks.get_config_file()
     hidden = {c["props"].get("label"): c["props"].get("visible") for c in config["components"]}
     assert hidden["report.html (self-contained)"] is False and hidden["Metrics"] is False and hidden["View"] is False
@@ -503,57 +565,73 @@ def test_long_encodes_report_progress_in_the_page(models, image_file):
         shown.append((value, desc))
 
     many = {f"class {i}": [f"feature {j} of class {i}" for j in range(5)] for i in range(60)}
-    *_, message = app.explain(models, None, image_file, ", ".join(many), many, app.progress_for(progress))
+    *_, message = explain_image(models, image_file, ", ".join(many), many, scoring.progress_for(progress))
     assert message == "" and shown[0] == ((0, 360), "Encoding 360 new prompts (cached for next time)")
     assert shown[-1][0] == (360, 360)
     shown.clear()
-    app.explain(models, None, image_file, "tree frog, tailed frog", FROGS, app.progress_for(progress))
+    explain_image(models, image_file, "tree frog, tailed frog", FROGS, scoring.progress_for(progress))
     assert shown == []  # a handful of prompts: no progress display
 
 
 def test_models_side_by_side(clip_dir, siglip_dir, image_file):
-    models = app.Models([str(clip_dir), str(siglip_dir)], device="cpu")
-    html_out, figure, message = app.compare_models(models, models.names, image_file, "tree frog, tailed frog, bullfrog", FROGS)
+    models = ExplainerPool([str(clip_dir), str(siglip_dir)], device="cpu")
+    html_out, figure, message = compare.compare_models(
+        models, LIMITS, models.names, image_file, "tree frog, tailed frog, bullfrog", FROGS
+    )
     assert message == "" and html_out.count('class="descry-model"') == 2
     for name in models.names:
-        assert app.short_name(name) in html_out
+        assert messages.short_name(name) in html_out
     assert [trace.name for trace in figure.data] == [str(clip_dir), str(siglip_dir)]
     assert len(figure.data[0].x) == 10  # the ten descriptors they disagree on most
-    spreads = [abs(a - b) for a, b in zip(figure.data[0].x, figure.data[1].x)]
+    spreads = [abs(a - b) for a, b in zip(figure.data[0].x, figure.data[1].x, strict=True)]
     assert spreads[-1] == max(spreads)  # the largest disagreement is drawn on top
-    assert "Pick two or more" in app.compare_models(models, models.names[:1], image_file, "tree frog", FROGS)[2]
+    assert (
+        "Pick two or more"
+        in compare.compare_models(models, LIMITS, models.names[:1], image_file, "tree frog", FROGS)[2]
+    )
 
 
-def test_the_map_of_a_descriptor_in_the_page(models, image_file, siglip_dir):
-    record = app.explain(models, None, image_file, "tree frog, tailed frog, bullfrog", FROGS)[3]
-    choices = app.map_choices(record)["choices"]
+def test_the_heatmap_of_a_descriptor_in_the_page(models, image_file, siglip_dir):
+    classes = "tree frog, tailed frog, bullfrog"
+    record = explain_image(models, image_file, classes, FROGS)[3]
+    choices = heatmaps.heatmap_choices(record)
     top = record["predictions"][0]
     assert choices[0] == f"{top['class']} · {top['descriptors'][0]['descriptor']}"
-    picture, caption = app.descriptor_map(models, None, image_file, "tree frog, tailed frog, bullfrog", FROGS, choices[0])
+    assert heatmaps.kept_choice(choices, choices[2]) == choices[2] and heatmaps.kept_choice(choices, "x") == choices[0]
+    picture, caption = heatmaps.descriptor_heatmap(models, LIMITS, None, image_file, classes, FROGS, choices[0])
     assert picture.size == (64, 48 + 28) and "the same units as its bar" in caption
-    _, bare = app.descriptor_map(models, None, image_file, "tree frog, tailed frog, bullfrog", FROGS, choices[0], alone=True)
+    _, bare = heatmaps.descriptor_heatmap(models, LIMITS, None, image_file, classes, FROGS, choices[0], alone=True)
     assert f"Prompt: “{top['descriptors'][0]['descriptor']}”" in bare
-    siglip_models = app.Models([str(siglip_dir)], device="cpu")
-    picture, caption = app.descriptor_map(siglip_models, None, image_file, "tree frog", FROGS, f"tree frog · {FROGS['tree frog'][0]}")
+    _, gone = heatmaps.descriptor_heatmap(models, LIMITS, None, image_file, classes, FROGS, f"{top['class']} · gone")
+    assert gone == "That descriptor is no longer in the list; pick another."
+    siglip_models = ExplainerPool([str(siglip_dir)], device="cpu")
+    picture, caption = heatmaps.descriptor_heatmap(
+        siglip_models, LIMITS, None, image_file, "tree frog", FROGS, f"tree frog · {FROGS['tree frog'][0]}"
+    )
     assert picture is None and "SigLIP has no class token" in caption
 
 
 def test_tell_apart_needs_an_llm_and_scores_the_pairs(models, image_file, no_llm):
-    record = app.explain(models, None, image_file, "tree frog, tailed frog", FROGS)[3]
-    figure, pending, message = app.tell_apart(models, None, image_file, "tree frog, tailed frog", FROGS, record)
+    classes = "tree frog, tailed frog"
+    record = explain_image(models, image_file, classes, FROGS)[3]
+    no_llm_yet = llm_gate.app_llm(Settings())
+    figure, pending, message = tell_apart.tell_apart(models, LIMITS, None, image_file, classes, FROGS, no_llm_yet)
     assert figure is None and pending is None and "No LLM is configured" in message
     with FakeLLM(default=lambda name: answer("- protruding eyes | tiny eyes\n- bright green | olive brown")) as server:
-        llm = lambda: make_llm("test-model", server.url, None, timeout=5.0, max_retries=0)  # noqa: E731
-        figure, pending, message = app.tell_apart(models, None, image_file, "tree frog, tailed frog", FROGS, record, llm)
+        figure, pending, message = tell_apart.tell_apart(
+            models, LIMITS, None, image_file, classes, FROGS, llm_for(server)
+        )
     a, b = record["predictions"][0]["class"], record["predictions"][1]["class"]
     assert pending == {"a": a, "b": b, "pairs": [["protruding eyes", "tiny eyes"], ["bright green", "olive brown"]]}
     assert "2 pairs of features" in message and len(figure.data) == 2 and len(figure.data[0].x) == 2
-    merged, note = app.add_pairs(FROGS, pending)
+    merged, note = tell_apart.add_pairs(FROGS, pending)
     new_a = [x for x in ("protruding eyes", "bright green") if x not in FROGS[a]]
     assert merged[a] == FROGS[a] + new_a and merged[b] == FROGS[b] + ["tiny eyes", "olive brown"]
     assert f"Added {len(new_a) + 2} descriptors" in note
     reference = np.mean([d["score"] for p in record["predictions"] for d in p["descriptors"]])
-    assert figure.data[0].x[0] == pytest.approx(scored_pair_score(models, image_file, a, "protruding eyes") - reference, abs=1e-4)
+    assert figure.data[0].x[0] == pytest.approx(
+        scored_pair_score(models, image_file, a, "protruding eyes") - reference, abs=1e-4
+    )
 
 
 def scored_pair_score(models, image_file, class_name, feature):

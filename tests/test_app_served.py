@@ -9,12 +9,22 @@ from pathlib import Path
 import pytest
 from gradio_client import Client, handle_file
 
-import app
+from descriptors import load_descriptors
+from explain import ExplainerPool
 from tests.conftest import random_image
 from tests.fake_llm import FakeLLM, answer
+from web import build_app, launch_options
+from web.examples import EXAMPLE_CLASSES, SHIPPED
+from web.settings import Settings
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-BROWSER_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+BROWSER_FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 @pytest.fixture(scope="module")
@@ -30,9 +40,12 @@ def served(clip_dir, llm_server, tmp_path_factory):
     os.environ["OPENAI_BASE_URL"] = llm_server.url
     os.environ.pop("OPENAI_API_KEY", None)
     os.environ["DESCRY_CACHE_DIR"] = str(tmp_path_factory.mktemp("served-cache"))
-    blocks = app.build_app(app.Models([str(clip_dir)], device="cpu"))
+    settings = Settings.from_environment()
+    blocks = build_app(ExplainerPool([str(clip_dir)], device="cpu"), settings)
     # Launched as `python app.py` launches it: the same theme, styles and limits.
-    blocks.launch(**{**app.launch_options(None), "server_name": "127.0.0.1"}, prevent_thread_lock=True, quiet=True)
+    blocks.launch(
+        **{**launch_options(settings, None), "server_name": "127.0.0.1"}, prevent_thread_lock=True, quiet=True
+    )
     yield blocks.local_url
     blocks.close()
     for key, value in saved.items():
@@ -56,14 +69,21 @@ def photo(tmp_path):
 
 def test_named_endpoints_are_listed(client):
     endpoints = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
-    assert set(endpoints) == {"/classify", "/generate_descriptors", "/heatmap", "/differential"}  # the UI's own events stay private
+    assert set(endpoints) == {
+        "/classify",
+        "/generate_descriptors",
+        "/heatmap",
+        "/differential",
+    }  # the UI's own events stay private
 
 
 def test_classify_through_gradio_client(client, photo):
     record = client.predict(
-        handle_file(str(photo)), "tree frog, tailed frog", json.dumps({"tree frog": ["protruding eyes"], "tailed frog": ["a tail"]}),
+        handle_file(str(photo)),
+        "tree frog, tailed frog",
+        json.dumps({"tree frog": ["protruding eyes"], "tailed frog": ["a tail"]}),
         api_name="/classify",
-    )  # fmt: skip
+    )
     assert {p["class"] for p in record["predictions"]} == {"tree frog", "tailed frog"}
     assert record["contrast"]["top"]["class"] == record["predictions"][0]["class"]
     assert record["image"] == "photo.png"  # the uploaded file's name, not a placeholder
@@ -83,10 +103,18 @@ def test_classify_rejects_a_non_image_with_a_message(client, tmp_path):
 
 def test_heatmap_through_gradio_client(client, photo):
     result = client.predict(
-        handle_file(str(photo)), "tree frog, tailed frog", "tree frog", "protruding eyes",
-        json.dumps({"tree frog": ["protruding eyes"], "tailed frog": ["a tail"]}), api_name="/heatmap",
-    )  # fmt: skip
-    assert result["grid_size"] == [4, 4] and len(result["grid"]) == 4 and result["prompt"] == "tree frog, which has protruding eyes"
+        handle_file(str(photo)),
+        "tree frog, tailed frog",
+        "tree frog",
+        "protruding eyes",
+        json.dumps({"tree frog": ["protruding eyes"], "tailed frog": ["a tail"]}),
+        api_name="/heatmap",
+    )
+    assert (
+        result["grid_size"] == [4, 4]
+        and len(result["grid"]) == 4
+        and result["prompt"] == "tree frog, which has protruding eyes"
+    )
     assert result["region"] == [10, 0, 70, 60]  # the photo is 80x60: the centre square
 
 
@@ -194,7 +222,7 @@ def test_page_edit_a_descriptor_and_the_chart_changes(browser, served, photo, tm
     before = chart_text(page, "descriptor-plot")
     pick_class(page, "tree frog")
     features = page.get_by_label("Features, one per line")
-    tree_frog = app.load_descriptors(app.SHIPPED)["tree frog"]
+    tree_frog = load_descriptors(SHIPPED)["tree frog"]
     expect(features).to_have_value("\n".join(tree_frog), timeout=30_000)  # loaded, as a person would wait to see
     type_into(features, "<b>glowing</b> orange eyes\n" + "\n".join(tree_frog[1:]))
     wait_for_chart(page, "descriptor-plot", "<b>glowing</b> orange")
@@ -221,7 +249,9 @@ def test_sessions_do_not_share_edits(browser, served):
     pick_class(first, "lynx")
     pick_class(first, "tabby cat")
     expect(first.get_by_label("Features, one per line")).to_have_value("edited only in the first session")
-    assert second.get_by_label("Features, one per line").input_value() == "\n".join(app.load_descriptors(app.SHIPPED)["tabby cat"])
+    assert second.get_by_label("Features, one per line").input_value() == "\n".join(
+        load_descriptors(SHIPPED)["tabby cat"]
+    )
     third = open_page(browser, served)
     assert "edited only" not in third.get_by_label("Features, one per line").input_value()
     for page in (first, second, third):
@@ -257,7 +287,9 @@ def test_an_error_after_a_bad_upload_is_in_view(browser, served, tmp_path):
     expect(message).to_contain_text("Could not explain", timeout=30_000)
     box = message.bounding_box()
     assert box["y"] + box["height"] <= 900
-    assert "not a recognised image format" in message.inner_text() and "/tmp/" not in message.inner_text()  # no server paths
+    assert (
+        "not a recognised image format" in message.inner_text() and "/tmp/" not in message.inner_text()
+    )  # no server paths
     page.close()
 
 
@@ -272,7 +304,8 @@ def test_a_burst_of_keystrokes_never_hides_a_chart(browser, served):
                 for (const id of ["descriptor-plot", "contrast-plot", "ranking-plot"]) {
                     const block = document.getElementById(id);
                     const plot = block && block.querySelector(".js-plotly-plot");
-                    const overlay = block && [...block.querySelectorAll(".wrap")].some(w => w.offsetHeight > 0 && /pending|generating/.test(w.className));
+                    const overlay = block && [...block.querySelectorAll(".wrap")]
+                        .some(w => w.offsetHeight > 0 && /pending|generating/.test(w.className));
                     if (!plot || plot.getBoundingClientRect().height < 50 || overlay) { window.__hidden.push(id); }
                 }
             }, 20);
@@ -286,7 +319,9 @@ def test_a_burst_of_keystrokes_never_hides_a_chart(browser, served):
     hidden = page.evaluate("() => { clearInterval(window.__watch); return window.__hidden; }")
     assert hidden == []
     page.wait_for_timeout(1000)
-    assert "webbed hind" in chart_text(page, "descriptor-plot") and "webbed hin\n" not in chart_text(page, "descriptor-plot")
+    assert "webbed hind" in chart_text(page, "descriptor-plot") and "webbed hin\n" not in chart_text(
+        page, "descriptor-plot"
+    )
     page.close()
 
 
@@ -304,15 +339,15 @@ def test_what_tells_the_top_class_from_the_runner_up(browser, served, llm_server
     page.close()
 
 
-def test_picking_a_descriptor_shows_its_map(browser, served):
+def test_picking_a_descriptor_shows_its_heatmap(browser, served):
     page = open_page(browser, served)
     page.get_by_text("Where in the image does a descriptor match?").click()
-    picker = page.locator("#descry-where").get_by_role("combobox", name="Descriptor")
+    picker = page.locator("#descry-heatmap").get_by_role("combobox", name="Descriptor")
     picker.click()
     page.get_by_role("option").first.click()
-    expect(page.locator("#descry-map img")).to_be_visible(timeout=30_000)
-    expect(page.locator("#descry-map-caption")).to_contain_text("matches for", timeout=30_000)
-    expect(page.locator("#descry-map-caption")).to_contain_text("the same units as its bar")
+    expect(page.locator("#descry-heatmap-image img")).to_be_visible(timeout=30_000)
+    expect(page.locator("#descry-heatmap-caption")).to_contain_text("matches for", timeout=30_000)
+    expect(page.locator("#descry-heatmap-caption")).to_contain_text("the same units as its bar")
     page.close()
 
 
@@ -345,7 +380,7 @@ def test_a_bad_link_says_so_and_shows_the_demo(browser, served, state):
     context = browser.new_context()
     page = open_page(browser, f"{served}?s={state}", context=context)
     expect(page.locator("#descry-message")).to_contain_text("Could not open the link", timeout=10_000)
-    assert page.get_by_label("Classes").input_value() == app.EXAMPLE_CLASSES["tabby-cat"]
+    assert page.get_by_label("Classes").input_value() == EXAMPLE_CLASSES["tabby-cat"]
     context.close()
 
 

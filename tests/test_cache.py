@@ -106,7 +106,7 @@ def test_disk_store_survives_a_new_explainer_and_process(clip_dir, tmp_path):
     second = Explainer(encoder, store=EmbeddingStore(store_path))
     result = second.classify(image, FROGS)
     assert encoder.prompts == [] and encoder.images == 0
-    for a, b in zip(expected.predictions, result.predictions):
+    for a, b in zip(expected.predictions, result.predictions, strict=True):
         assert (a.name, a.score) == (b.name, pytest.approx(b.score, abs=1e-6))
 
 
@@ -182,14 +182,27 @@ def test_a_read_only_cache_warns_once_on_the_first_write(clip, tmp_path):
         os.chmod(path, 0o644)
 
 
-def test_cli_with_a_damaged_cache_prints_one_warning_and_the_answer(capsys, clip, clip_dir, tmp_path, image_files, frog_file):
+def test_cli_with_a_damaged_cache_prints_one_warning_and_the_answer(
+    capsys, clip, clip_dir, tmp_path, image_files, frog_file
+):
     from explain.cli import main
 
     cache = tmp_path / "cache"
     cache.mkdir()
     _filled_store(cache / "embeddings.sqlite3", clip)
     _damage(cache / "embeddings.sqlite3")
-    code = main(["classify", *map(str, image_files), "--descriptors", str(frog_file), "--model", str(clip_dir), "--cache-dir", str(cache)])
+    code = main(
+        [
+            "classify",
+            *map(str, image_files),
+            "--descriptors",
+            str(frog_file),
+            "--model",
+            str(clip_dir),
+            "--cache-dir",
+            str(cache),
+        ]
+    )
     out, err = capsys.readouterr()
     assert code == 0 and out.count("margin") == len(image_files)
     assert err.count("warning:") == 1 and "is unusable" in err and "Traceback" not in err

@@ -14,7 +14,15 @@ from explain.charts import (
     safe,
 )
 from tests.conftest import random_image
-from tests.hand_made import DIRECTIONS, FROGS, SEED_BASELINE, SEED_FROGS, HandMadeEncoder, classification_at_scale, twenty_classes
+from tests.hand_made import (
+    DIRECTIONS,
+    FROGS,
+    SEED_BASELINE,
+    SEED_FROGS,
+    HandMadeEncoder,
+    classification_at_scale,
+    twenty_classes,
+)
 
 
 def axis_span(figure) -> float:
@@ -34,7 +42,9 @@ def frogs():
 
 
 def test_safe_escapes_markup_and_wraps():
-    assert safe("<b>bold</b> & <script>x</script>", None) == "&lt;b&gt;bold&lt;/b&gt; &amp; &lt;script&gt;x&lt;/script&gt;"
+    assert (
+        safe("<b>bold</b> & <script>x</script>", None) == "&lt;b&gt;bold&lt;/b&gt; &amp; &lt;script&gt;x&lt;/script&gt;"
+    )
     wrapped = safe("a very long descriptor that goes on and on about the shape of the animal", 20)
     assert wrapped.count("<br>") >= 3 and all(len(line) <= 20 for line in wrapped.split("<br>"))
 
@@ -49,7 +59,9 @@ def test_headline_names_the_choice_and_the_templates(frogs):
 # --- real scale: a 0.5-logit difference must be visible -------------------------------------------------------
 
 
-@pytest.mark.parametrize("make", [lambda: classification_at_scale(SEED_FROGS, SEED_BASELINE), twenty_classes], ids=["seed-frogs", "twenty"])
+@pytest.mark.parametrize(
+    "make", [lambda: classification_at_scale(SEED_FROGS, SEED_BASELINE), twenty_classes], ids=["seed-frogs", "twenty"]
+)
 def test_half_a_logit_spans_at_least_five_percent_of_the_axis(make):
     at_scale = make()
     descriptors = descriptor_figure(at_scale)
@@ -68,7 +80,9 @@ def test_descriptor_bars_are_relative_to_the_stated_reference(frogs):
     figure = descriptor_figure(frogs)
     tree, tailed = figure.data
     assert list(tree.x) == pytest.approx([s - reference for s in sorted(SEED_FROGS["tree frog"].values())])
-    assert [row[1] for row in tree.customdata] == pytest.approx(sorted(SEED_FROGS["tree frog"].values()))  # hover: absolute
+    assert [row[1] for row in tree.customdata] == pytest.approx(
+        sorted(SEED_FROGS["tree frog"].values())
+    )  # hover: absolute
     assert f"score − {reference:.2f}<br>({reference:.2f}: the image's mean)" in figure.layout.xaxis.title.text
     # Protruding eyes (25.54) against tiny eyes (24.09): 1.45 logits, far from invisible.
     assert 1.45 / axis_span(figure) > 0.15
@@ -121,15 +135,26 @@ def test_descriptor_bars_per_class_with_scores_and_prompts(result):
     reference = reference_score(result)  # (10 + 6 + 0) / 3
     assert reference == pytest.approx(16 / 3)
     assert list(tree.x) == [pytest.approx(6.0 - reference), pytest.approx(10.0 - reference)]  # best uppermost
-    assert [row[0] for row in tree.customdata] == ["tree frog, which is a bright green colour", "tree frog, which has protruding eyes"]
+    assert [row[0] for row in tree.customdata] == [
+        "tree frog, which is a bright green colour",
+        "tree frog, which has protruding eyes",
+    ]
     assert list(tailed.x) == [pytest.approx(-reference)]
-    assert figure.layout.yaxis.ticktext[-1] == f'<span style="color:{CLASS_COLOURS[0]}"><b>tree frog</b><br>mean 8.00 · p 100.0%</span>'
+    assert (
+        figure.layout.yaxis.ticktext[-1]
+        == f'<span style="color:{CLASS_COLOURS[0]}"><b>tree frog</b><br>mean 8.00 · p 100.0%</span>'
+    )
 
 
 def test_markup_in_names_and_descriptors_is_shown_as_text():
-    directions = {"<i>newt</i>, which has <b>a crest</b>": [1.0, 0.0], "a photo of a <i>newt</i>.": [1.0, 0.0],
-                  "a photo of a toad.": [0.0, 1.0]}  # fmt: skip
-    result = Explainer(HandMadeEncoder(directions)).classify(random_image(0), {"<i>newt</i>": ["<b>a crest</b>"], "toad": []})
+    directions = {
+        "<i>newt</i>, which has <b>a crest</b>": [1.0, 0.0],
+        "a photo of a <i>newt</i>.": [1.0, 0.0],
+        "a photo of a toad.": [0.0, 1.0],
+    }
+    result = Explainer(HandMadeEncoder(directions)).classify(
+        random_image(0), {"<i>newt</i>": ["<b>a crest</b>"], "toad": []}
+    )
     descriptors = descriptor_figure(result)
     assert descriptors.layout.yaxis.ticktext[0] == "&lt;b&gt;a crest&lt;/b&gt;"
     assert descriptors.data[0].customdata[0][0] == "&lt;i&gt;newt&lt;/i&gt;, which has &lt;b&gt;a crest&lt;/b&gt;"

@@ -50,7 +50,15 @@ def test_table_shows_top_classes_and_ranked_descriptors(capsys, clip_dir, image_
 
 def test_classes_pick_a_subset_in_order_with_fallback(capsys, clip_dir, image_files, frog_file):
     code, out, _ = run(
-        capsys, image_files[0], "--descriptors", frog_file, "--model", clip_dir, "--json", "--classes", "Tailed_Frog, axolotl"
+        capsys,
+        image_files[0],
+        "--descriptors",
+        frog_file,
+        "--model",
+        clip_dir,
+        "--json",
+        "--classes",
+        "Tailed_Frog, axolotl",
     )
     record = json.loads(out)
     assert code == 0
@@ -60,7 +68,9 @@ def test_classes_pick_a_subset_in_order_with_fallback(capsys, clip_dir, image_fi
     assert by_class["axolotl"]["descriptors"][0]["prompt"] == "a photo of a axolotl."
     assert by_class["Tailed_Frog"]["fallback"] is False and len(by_class["Tailed_Frog"]["descriptors"]) == 3
 
-    code, out, _ = run(capsys, image_files[0], "--descriptors", frog_file, "--model", clip_dir, "--classes", "tree frog,axolotl")
+    code, out, _ = run(
+        capsys, image_files[0], "--descriptors", frog_file, "--model", clip_dir, "--classes", "tree frog,axolotl"
+    )
     assert "axolotl: no descriptors, scored with its template prompt" in out
 
 
@@ -77,11 +87,23 @@ def test_a_bad_image_does_not_stop_the_others(capsys, clip_dir, image_files, fro
     broken = tmp_path / "broken.jpg"
     broken.write_text("not an image")
     code, out, err = run(
-        capsys, image_files[0], tmp_path / "missing.png", broken, image_files[1], "--descriptors", frog_file, "--model", clip_dir, "--json"
+        capsys,
+        image_files[0],
+        tmp_path / "missing.png",
+        broken,
+        image_files[1],
+        "--descriptors",
+        frog_file,
+        "--model",
+        clip_dir,
+        "--json",
     )
     assert code == 1
     assert [json.loads(line)["image"] for line in out.splitlines()] == [str(image_files[0]), str(image_files[1])]
-    assert err.splitlines() == [f"error: {tmp_path / 'missing.png'}: no such file", f"error: {broken}: not a recognised image format"]
+    assert err.splitlines() == [
+        f"error: {tmp_path / 'missing.png'}: no such file",
+        f"error: {broken}: not a recognised image format",
+    ]
 
 
 @pytest.mark.parametrize(
@@ -117,13 +139,27 @@ def test_no_readable_image_loads_no_model(capsys, tmp_path, frog_file):
 
 def subprocess_run(*args, env_extra=None):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", **(env_extra or {})}
-    return subprocess.run([sys.executable, "-m", "explain", *map(str, args)], capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "explain", *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=300,
+    )
 
 
 def test_python_dash_m_entry_point(clip_dir, image_files, frog_file, tmp_path):
     cache = tmp_path / "cli-cache"
     done = subprocess_run(
-        "classify", image_files[0], tmp_path / "gone.jpg", "--descriptors", frog_file, "--model", clip_dir, "--json",
+        "classify",
+        image_files[0],
+        tmp_path / "gone.jpg",
+        "--descriptors",
+        frog_file,
+        "--model",
+        clip_dir,
+        "--json",
         env_extra={"DESCRY_CACHE_DIR": str(cache)},
     )
     assert done.returncode == 1
@@ -133,7 +169,9 @@ def test_python_dash_m_entry_point(clip_dir, image_files, frog_file, tmp_path):
 
 
 def test_entry_point_errors_have_no_traceback(image_files, frog_file):
-    done = subprocess_run("classify", image_files[0], "--descriptors", frog_file, "--model", "no-such-org/no-such-model")
+    done = subprocess_run(
+        "classify", image_files[0], "--descriptors", frog_file, "--model", "no-such-org/no-such-model"
+    )
     assert done.returncode == 2 and done.stdout == ""
     assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
 
@@ -145,7 +183,9 @@ def test_no_cache_writes_nothing(capsys, clip_dir, image_files, frog_file, tmp_p
 
 def test_descriptor_problems_are_a_warning_not_an_error(capsys, clip_dir, image_files, tmp_path):
     path = tmp_path / "d.json"
-    path.write_text(json.dumps({"newt": ["a newt's crest", "spotted skin"], "toad": ["warts", " ".join(["long"] * 80)]}))
+    path.write_text(
+        json.dumps({"newt": ["a newt's crest", "spotted skin"], "toad": ["warts", " ".join(["long"] * 80)]})
+    )
     code, out, err = run(capsys, image_files[0], "--descriptors", path, "--model", clip_dir, "--json")
     assert code == 0 and json.loads(out)["image"] == str(image_files[0])
     assert err.splitlines() == [
@@ -156,16 +196,37 @@ def test_descriptor_problems_are_a_warning_not_an_error(capsys, clip_dir, image_
 
 def test_prompt_style_and_suffix_reach_the_encoder(capsys, clip_dir, image_files, frog_file):
     code, out, _ = run(
-        capsys, image_files[0], "--descriptors", frog_file, "--model", clip_dir, "--json",
-        "--prompt-style", "dclip-release", "--prompt-suffix", ".", "--template", "{}.",
-    )  # fmt: skip
+        capsys,
+        image_files[0],
+        "--descriptors",
+        frog_file,
+        "--model",
+        clip_dir,
+        "--json",
+        "--prompt-style",
+        "dclip-release",
+        "--prompt-suffix",
+        ".",
+        "--template",
+        "{}.",
+    )
     record = json.loads(out)
     assert code == 0
     prompts = {d["descriptor"]: d["prompt"] for p in record["predictions"] for d in p["descriptors"]}
     assert prompts["a bright green colour"] == "tree frog, which is a bright green colour."
     assert prompts["protruding eyes"] == "tree frog, which has protruding eyes."
     assert prompts["has a deep call"] == "bullfrog, which has a deep call."
-    code, out, _ = run(capsys, image_files[0], "--descriptors", frog_file, "--model", clip_dir, "--json", "--prompt-suffix", " in a photo")
+    code, out, _ = run(
+        capsys,
+        image_files[0],
+        "--descriptors",
+        frog_file,
+        "--model",
+        clip_dir,
+        "--json",
+        "--prompt-suffix",
+        " in a photo",
+    )
     prompts = {d["descriptor"]: d["prompt"] for p in json.loads(out)["predictions"] for d in p["descriptors"]}
     assert prompts["protruding eyes"] == "tree frog, which has protruding eyes in a photo"
 

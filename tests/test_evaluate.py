@@ -13,11 +13,11 @@ from sklearn.metrics import accuracy_score, balanced_accuracy_score, top_k_accur
 from descriptors import DescriptorError, build_prompts
 from explain import EmbeddingStore, Explainer, load_model
 from explain.cli import main
+from explain.datasets import load_dataset
 from explain.evaluate import (
     MethodScores,
     PromptRecipe,
     descriptor_diagnostics,
-    load_dataset,
     match_classes,
     match_key,
     run_evaluation,
@@ -70,8 +70,18 @@ def test_metrics_agree_with_sklearn_on_random_logits():
 def test_classes_match_by_name_not_position():
     descriptors = {"tailed frog": ["a tail"], "Tree Frog": ["toe pads"], "bonsai": ["a small tree"]}
     match = match_classes(["tree_frog", "015.bonsai-101", "tailed-frog", "axolotl"], descriptors)
-    assert match.descriptors == {"tree_frog": ["toe pads"], "015.bonsai-101": ["a small tree"], "tailed-frog": ["a tail"], "axolotl": []}
-    assert match.labels == {"tree_frog": "Tree Frog", "015.bonsai-101": "bonsai", "tailed-frog": "tailed frog", "axolotl": "axolotl"}
+    assert match.descriptors == {
+        "tree_frog": ["toe pads"],
+        "015.bonsai-101": ["a small tree"],
+        "tailed-frog": ["a tail"],
+        "axolotl": [],
+    }
+    assert match.labels == {
+        "tree_frog": "Tree Frog",
+        "015.bonsai-101": "bonsai",
+        "tailed-frog": "tailed frog",
+        "axolotl": "axolotl",
+    }
     assert match.missing == ["axolotl"]
     with pytest.raises(DescriptorError, match="1 dataset classes have no descriptors: axolotl"):
         match_classes(["axolotl", "bonsai"], descriptors, strict=True)
@@ -96,7 +106,11 @@ def test_ablation_and_top_descriptor_by_hand():
     assert by_descriptor["a2"]["ablation_delta"] == pytest.approx(-1 / 3)
     # Without b1, B falls back to its template score (0, 1, 9): sample 1 turns right: 3/3.
     assert by_descriptor["b1"]["ablation_delta"] == pytest.approx(1 / 3)
-    assert [(r["descriptor"], r["top_in_correct"], r["correct_predictions"]) for r in rows] == [("a1", 1, 1), ("a2", 0, 1), ("b1", 1, 1)]
+    assert [(r["descriptor"], r["top_in_correct"], r["correct_predictions"]) for r in rows] == [
+        ("a1", 1, 1),
+        ("a2", 0, 1),
+        ("b1", 1, 1),
+    ]
 
 
 def test_views_by_hand():
@@ -143,10 +157,14 @@ def test_load_image_folder_and_csv(image_folder, tmp_path):
     folder = load_dataset(image_folder)
     assert folder.classes == ["Tailed-Frog", "axolotl", "tree_frog"] and len(folder.paths) == 12
     table = tmp_path / "data.csv"
-    rows = ["path,label"] + [f"{p.relative_to(tmp_path)},{label}" for p, label in zip(folder.paths, folder.labels)]
+    rows = ["path,label"] + [
+        f"{p.relative_to(tmp_path)},{label}" for p, label in zip(folder.paths, folder.labels, strict=True)
+    ]
     table.write_text("\n".join(rows))
     from_csv = load_dataset(table)
-    assert [p.resolve() for p in from_csv.paths] == [p.resolve() for p in folder.paths] and from_csv.labels == folder.labels
+    assert [p.resolve() for p in from_csv.paths] == [
+        p.resolve() for p in folder.paths
+    ] and from_csv.labels == folder.labels
     limited = load_dataset(image_folder, limit=5, seed=3)
     assert len(limited.paths) == 5 and limited.paths == load_dataset(image_folder, limit=5, seed=3).paths
     assert limited.paths != load_dataset(image_folder, limit=5, seed=4).paths
@@ -170,9 +188,23 @@ def test_evaluate_cli_writes_every_output(capsys, clip_dir, siglip_dir, image_fo
     (image_folder / "axolotl" / "broken.jpg").write_text("not an image")
     out = tmp_path / "out"
     code = main(
-        ["evaluate", str(image_folder), "--descriptors", str(descriptor_file), "--model", str(clip_dir), "--model", str(siglip_dir),
-         "--out", str(out), "--workers", "0", "--batch-size", "5"]
-    )  # fmt: skip
+        [
+            "evaluate",
+            str(image_folder),
+            "--descriptors",
+            str(descriptor_file),
+            "--model",
+            str(clip_dir),
+            "--model",
+            str(siglip_dir),
+            "--out",
+            str(out),
+            "--workers",
+            "0",
+            "--batch-size",
+            "5",
+        ]
+    )
     stdout, stderr = capsys.readouterr()
     assert code == 1  # one unreadable image, reported; the rest evaluated
     assert "warning: dataset class 'axolotl' has no descriptors; scored with the template" in stderr
@@ -228,9 +260,27 @@ def test_report_opens_in_chromium_without_console_errors(clip_dir, image_folder,
     from playwright.sync_api import sync_playwright
 
     out = tmp_path / "out"
-    assert main(["evaluate", str(image_folder), "--descriptors", str(descriptor_file), "--model", str(clip_dir), "--out", str(out), "--workers", "0"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                str(image_folder),
+                "--descriptors",
+                str(descriptor_file),
+                "--model",
+                str(clip_dir),
+                "--out",
+                str(out),
+                "--workers",
+                "0",
+            ]
+        )
+        == 0
+    )
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+        )
         page = browser.new_page()
         errors = []
         page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
@@ -260,25 +310,58 @@ def _folder(root: Path, names: list[str]) -> Path:
     [
         (  # Caltech-256: numbered folders, "-101" duplicates, hyphens between words
             ["015.bonsai-101", "046.computer-keyboard", "232.t-shirt", "257.clutter"],
-            {"bonsai": ["a miniature tree", "a shallow pot"], "computer keyboard": ["rows of keys"], "t-shirt": ["short sleeves"]},
-            {"015.bonsai-101": "bonsai", "046.computer-keyboard": "computer keyboard", "232.t-shirt": "t-shirt", "257.clutter": "clutter"},
+            {
+                "bonsai": ["a miniature tree", "a shallow pot"],
+                "computer keyboard": ["rows of keys"],
+                "t-shirt": ["short sleeves"],
+            },
+            {
+                "015.bonsai-101": "bonsai",
+                "046.computer-keyboard": "computer keyboard",
+                "232.t-shirt": "t-shirt",
+                "257.clutter": "clutter",
+            },
         ),
         (  # CUB-200: numbered folders with underscores; the DCLIP release's keys have hyphens and spaces
             ["001.Black_footed_Albatross", "002.Laysan_Albatross", "009.Brewer_Blackbird", "200.Common_Yellowthroat"],
-            {"Black-footed Albatross": ["dark brown plumage"], "Laysan Albatross": ["a white head"], "Brewer Blackbird": ["glossy black"]},
             {
-                "001.Black_footed_Albatross": "Black-footed Albatross", "002.Laysan_Albatross": "Laysan Albatross",
-                "009.Brewer_Blackbird": "Brewer Blackbird", "200.Common_Yellowthroat": "Common Yellowthroat",
+                "Black-footed Albatross": ["dark brown plumage"],
+                "Laysan Albatross": ["a white head"],
+                "Brewer Blackbird": ["glossy black"],
+            },
+            {
+                "001.Black_footed_Albatross": "Black-footed Albatross",
+                "002.Laysan_Albatross": "Laysan Albatross",
+                "009.Brewer_Blackbird": "Brewer Blackbird",
+                "200.Common_Yellowthroat": "Common Yellowthroat",
             },
         ),
     ],
-)  # fmt: skip
-def test_prompts_use_descriptor_keys_never_folder_names(clip_dir, tmp_path, capsys, folders, descriptors, expected_labels):
+)
+def test_prompts_use_descriptor_keys_never_folder_names(
+    clip_dir, tmp_path, capsys, folders, descriptors, expected_labels
+):
     data = _folder(tmp_path / "data", folders)
     path = tmp_path / "d.json"
     path.write_text(json.dumps(descriptors))
     out = tmp_path / "out"
-    assert main(["evaluate", str(data), "--descriptors", str(path), "--model", str(clip_dir), "--out", str(out), "--workers", "0"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                str(data),
+                "--descriptors",
+                str(path),
+                "--model",
+                str(clip_dir),
+                "--out",
+                str(out),
+                "--workers",
+                "0",
+            ]
+        )
+        == 0
+    )
     assert capsys.readouterr().err.count("has no descriptors") == 1  # only the last folder lacks descriptors
     with open(out / "prompts.csv", newline="", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
@@ -319,7 +402,14 @@ def test_ties_go_to_the_lower_class_everywhere():
 def test_waffle_repetitions_mean_and_spread(clip, tmp_path):
     data = _folder(tmp_path / "data", ["newt", "toad", "frog"])
     descriptors = {"newt": ["a long tail"], "toad": ["warty skin"], "frog": ["smooth skin"]}
-    run = run_evaluation(load_dataset(data), descriptors, {"m": Explainer(clip)}, PromptRecipe(waffle_pairs=3, waffle_reps=3, seed=4), None, workers=0)
+    run = run_evaluation(
+        load_dataset(data),
+        descriptors,
+        {"m": Explainer(clip)},
+        PromptRecipe(waffle_pairs=3, waffle_reps=3, seed=4),
+        None,
+        workers=0,
+    )
     metrics = run.metrics["m"]
     reps = metrics["waffle_reps"]
     assert [r["seed"] for r in reps] == [4, 5, 6] and metrics["waffle"]["seeds"] == [4, 5, 6]
@@ -330,4 +420,10 @@ def test_waffle_repetitions_mean_and_spread(clip, tmp_path):
     assert all(s.plan.counts == (6, 6, 6) for s in evaluation.waffle_reps)
     from explain.evaluate import method_runs
 
-    assert [name for name, _ in method_runs(evaluation)] == ["descriptors", "baseline", "waffle-seed4", "waffle-seed5", "waffle-seed6"]
+    assert [name for name, _ in method_runs(evaluation)] == [
+        "descriptors",
+        "baseline",
+        "waffle-seed4",
+        "waffle-seed5",
+        "waffle-seed6",
+    ]

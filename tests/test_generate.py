@@ -30,7 +30,7 @@ def env(monkeypatch):
 def llm_for(server, sleeps=None, **options):
     options.setdefault("max_retries", 2)
     llm = make_llm("test-model", server.url, None, timeout=options.pop("timeout", 5.0), **options)
-    llm.sleep = (sleeps.append if sleeps is not None else (lambda seconds: None))
+    llm.sleep = sleeps.append if sleeps is not None else (lambda seconds: None)
     return llm
 
 
@@ -50,27 +50,54 @@ def test_prompt_is_two_shot_and_ends_with_the_papers_question():
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        (" protruding eyes\n- bright green colour\n- sticky toe pads", ["protruding eyes", "bright green colour", "sticky toe pads"]),
-        ("- protruding eyes\n* bright green colour\n• sticky toe pads", ["protruding eyes", "bright green colour", "sticky toe pads"]),
-        ("1. Protruding eyes\n2) Bright green colour.\n10. sticky toe pads", ["protruding eyes", "bright green colour", "sticky toe pads"]),
         (
-            "Sure! Here are some useful features:\n\n1. **Protruding eyes**\n2. *Bright green colour*\n\nThese help identify it.",
+            " protruding eyes\n- bright green colour\n- sticky toe pads",
+            ["protruding eyes", "bright green colour", "sticky toe pads"],
+        ),
+        (
+            "- protruding eyes\n* bright green colour\n• sticky toe pads",
+            ["protruding eyes", "bright green colour", "sticky toe pads"],
+        ),
+        (
+            "1. Protruding eyes\n2) Bright green colour.\n10. sticky toe pads",
+            ["protruding eyes", "bright green colour", "sticky toe pads"],
+        ),
+        (
+            "Sure! Here are some useful features:\n\n1. **Protruding eyes**\n2. *Bright green colour*\n\n"
+            "These help identify it.",
             ["protruding eyes", "bright green colour"],
         ),
         ("Here are the features:\nprotruding eyes\nbright green colour", ["protruding eyes", "bright green colour"]),
-        ("protruding eyes, bright green colour and sticky toe pads", ["protruding eyes", "bright green colour", "sticky toe pads"]),
+        (
+            "protruding eyes, bright green colour and sticky toe pads",
+            ["protruding eyes", "bright green colour", "sticky toe pads"],
+        ),
         ("protruding eyes; a long, slender body", ["protruding eyes", "a long, slender body"]),
         ("- protruding eyes\n- Protruding eyes\n-  \n- protruding  eyes", ["protruding eyes"]),
         ("- tree frog\n- a tree frog\n- Tree_Frog\n- a tree frog's toe pads", ["a tree frog's toe pads"]),
-        ("- protruding eyes\n\nQ: What are useful features for distinguishing a newt in a photo?\n- a crest", ["protruding eyes"]),
+        (
+            "- protruding eyes\n\nQ: What are useful features for distinguishing a newt in a photo?\n- a crest",
+            ["protruding eyes"],
+        ),
         ("```\n- protruding eyes\n```", ["protruding eyes"]),
         ("- M-shaped mark\n- UV-reflective skin", ["M-shaped mark", "UV-reflective skin"]),
         ("", []),
     ],
     ids=[
-        "continues-dash", "mixed-bullets", "numbered", "chatty-markdown", "preamble-then-lines", "comma-prose",
-        "semicolons", "duplicates", "repeats-class-name", "stops-at-next-question", "code-fence", "keeps-acronyms", "empty",
-    ],  # fmt: skip
+        "continues-dash",
+        "mixed-bullets",
+        "numbered",
+        "chatty-markdown",
+        "preamble-then-lines",
+        "comma-prose",
+        "semicolons",
+        "duplicates",
+        "repeats-class-name",
+        "stops-at-next-question",
+        "code-fence",
+        "keeps-acronyms",
+        "empty",
+    ],
 )
 def test_parse_answer(text, expected):
     assert parse_answer(text, "tree frog") == expected
@@ -99,7 +126,8 @@ def test_happy_path_sends_the_papers_prompt(server):
     [
         "protruding eyes\nbright green colour\nsticky toe pads",
         "1. Protruding eyes\n2. Bright green colour\n3. Sticky toe pads",
-        "Sure! Here are some useful visual features:\n\n- **Protruding eyes**\n- Bright green colour\n- Sticky toe pads\n\nHope this helps!",
+        "Sure! Here are some useful visual features:\n\n- **Protruding eyes**\n- Bright green colour\n"
+        "- Sticky toe pads\n\nHope this helps!",
     ],
     ids=["no-bullets", "numbered", "chatty"],
 )
@@ -131,7 +159,9 @@ def test_retry_after_as_an_http_date_is_capped_by_the_timeout(server):
 def test_a_runaway_answer_is_bounded():
     from descriptors.generate import MAX_DESCRIPTOR_CHARS, MAX_DESCRIPTORS
 
-    rambling = "- a crest\n- " + "very " * 100 + "long\n" + "".join(f"- feature {i}\n" for i in range(500)) + "x" * 5_000_000
+    rambling = (
+        "- a crest\n- " + "very " * 100 + "long\n" + "".join(f"- feature {i}\n" for i in range(500)) + "x" * 5_000_000
+    )
     parsed = parse_answer(rambling, "newt")
     assert parsed[:2] == ["a crest", "feature 0"]  # the 500-character item is not a feature
     assert len(parsed) == MAX_DESCRIPTORS and all(len(item) <= MAX_DESCRIPTOR_CHARS for item in parsed)
@@ -220,9 +250,18 @@ def test_cli_one_failure_among_five_keeps_the_other_four(capsys, env, server, tm
     server.script("salamander", *[failure(503, "overloaded")] * 3)
     out_file = tmp_path / "d.json"
     code, _, err = run(
-        capsys, "--classes", "newt,toad,salamander,axolotl,caecilian", "--out", out_file,
-        "--base-url", server.url, "--retries", "2", "--concurrency", "3",
-    )  # fmt: skip
+        capsys,
+        "--classes",
+        "newt,toad,salamander,axolotl,caecilian",
+        "--out",
+        out_file,
+        "--base-url",
+        server.url,
+        "--retries",
+        "2",
+        "--concurrency",
+        "3",
+    )
     assert code == 1
     assert list(json.loads(out_file.read_text())) == ["newt", "toad", "axolotl", "caecilian"]
     assert "error: could not generate 'salamander': HTTP 503 after 3 attempts" in err
@@ -326,13 +365,33 @@ def test_signals_save_every_answer_received_and_stop_at_once(signal_name, tmp_pa
         for name in classes[12:]:
             fake.script(name, stall(60))  # these hang far longer than the test waits
         out_file = tmp_path / "d.json"
-        environment = {**os.environ, "OPENAI_BASE_URL": fake.url, "DESCRY_CACHE_DIR": str(tmp_path / "cache"), "PYTHONUNBUFFERED": "1"}
+        environment = {
+            **os.environ,
+            "OPENAI_BASE_URL": fake.url,
+            "DESCRY_CACHE_DIR": str(tmp_path / "cache"),
+            "PYTHONUNBUFFERED": "1",
+        }
         environment.pop("OPENAI_API_KEY", None)
         process = subprocess.Popen(
-            [sys.executable, "-m", "descriptors", "generate", "--classes", ",".join(classes), "--out", str(out_file),
-             "--concurrency", "4", "--timeout", "120"],
-            cwd=Path(__file__).resolve().parents[1], env=environment, stderr=subprocess.PIPE, text=True,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "descriptors",
+                "generate",
+                "--classes",
+                ",".join(classes),
+                "--out",
+                str(out_file),
+                "--concurrency",
+                "4",
+                "--timeout",
+                "120",
+            ],
+            cwd=Path(__file__).resolve().parents[1],
+            env=environment,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         lines = []
         while len([line for line in lines if line.startswith("[")]) < 12:
             line = process.stderr.readline()

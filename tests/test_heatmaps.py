@@ -3,11 +3,11 @@
 import numpy as np
 import pytest
 import torch
+from explain.heatmap_drawing import draw_heatmap
 
 from explain import Explainer, ExplainError, load_model
 from explain.cli import main
-from explain.models.base import MapsUnavailable
-from explain.overlays import overlay
+from explain.errors import HeatmapsUnavailable
 from explain.scoring import normalise
 from tests.conftest import FROGS, random_image
 from tests.tiny_models import save_tiny_align, save_tiny_open_clip
@@ -38,13 +38,14 @@ def step_by_step(encoder, image, prompt):
 def test_maps_equal_the_recipe_step_by_step(clip):
     image = random_image(5, size=(48, 40))
     maps = Explainer(clip).heatmaps(image, FROGS, ["tree frog"])
-    for entry in maps.maps:
+    for entry in maps.entries:
         expected, _ = step_by_step(clip, image, entry.prompt)
         np.testing.assert_allclose(entry.grid, expected, atol=1e-4)
 
 
 def test_the_class_token_of_the_same_block_gives_the_image_embedding(clip):
-    """Run the same block the ordinary way: its class token must be get_image_features, so the maps use the last block."""
+    """Run the same block the ordinary way: its class token must be get_image_features, so the maps use the
+    last block."""
     image = random_image(6)
     _, states = step_by_step(clip, image, "a photo")
     model = clip.model
@@ -59,9 +60,9 @@ def test_the_class_token_of_the_same_block_gives_the_image_embedding(clip):
 def test_a_map_does_not_depend_on_the_other_prompts(clip):
     explainer = Explainer(clip)
     image = random_image(7)
-    together = {(m.class_name, m.descriptor): m.grid for m in explainer.heatmaps(image, FROGS, list(FROGS)).maps}
+    together = {(m.class_name, m.descriptor): m.grid for m in explainer.heatmaps(image, FROGS, list(FROGS)).entries}
     alone = explainer.heatmaps(image, FROGS, ["bullfrog"])
-    for entry in alone.maps:
+    for entry in alone.entries:
         np.testing.assert_allclose(entry.grid, together[("bullfrog", entry.descriptor)], atol=1e-5)
 
 
@@ -75,33 +76,46 @@ def test_shapes_sizes_and_the_descriptor_alone(clip):
     assert finer.grids.shape == (4, 8, 8) and finer.input_size == 64
     images_before = explainer.images_encoded
     bare = explainer.heatmaps(image, FROGS, ["tree frog"], alone=True)
-    assert [m.prompt for m in bare.maps] == FROGS["tree frog"] and bare.alone
+    assert [m.prompt for m in bare.entries] == FROGS["tree frog"] and bare.alone
     assert explainer.images_encoded == images_before  # cached patch grids: no image forward when switching
 
 
 def test_families_without_a_justified_map_say_so(tmp_path, siglip):
-    with pytest.raises(MapsUnavailable, match="SigLIP has no class token"):
+    with pytest.raises(HeatmapsUnavailable, match="SigLIP has no class token"):
         Explainer(siglip).heatmaps(random_image(1), FROGS, ["tree frog"])
     align = load_model(str(save_tiny_align(tmp_path / "align")), device="cpu")
-    with pytest.raises(MapsUnavailable, match="convolutional"):
+    with pytest.raises(HeatmapsUnavailable, match="convolutional"):
         Explainer(align).heatmaps(random_image(1), FROGS, ["tree frog"])
     timm_tower = load_model(str(save_tiny_open_clip(tmp_path / "oc", "timm")), device="cpu")
     with pytest.raises(ExplainError, match="needs a ViT tower pooled by its class token, and this one is a TimmModel"):
         Explainer(timm_tower).heatmaps(random_image(1), FROGS, ["tree frog"])
 
 
-def test_overlays_show_high_and_low_where_they_are():
+def test_drawn_heatmaps_show_high_and_low_where_they_are():
     image = random_image(9, size=(60, 40)).convert("RGB")
     grid = np.array([[0.0, 10.0], [0.0, 10.0]], dtype=np.float32)  # right half high
-    drawn = np.asarray(overlay(image, grid, 0.0, 10.0, region=(10, 0, 50, 40), alpha=1.0))
+    drawn = np.asarray(draw_heatmap(image, grid, 0.0, 10.0, region=(10, 0, 50, 40), alpha=1.0))
     assert drawn.shape == (40 + 28, 60, 3)
     left, right = drawn[20, 14].astype(int), drawn[20, 46].astype(int)
     assert right[0] > 200 and right[1] > 200 and left[2] > left[1]  # yellow at the high side, blue-purple at the low
 
 
-def test_cli_writes_maps_and_overlays(capsys, clip_dir, image_files, frog_file, tmp_path):
+def test_cli_writes_heatmaps(capsys, clip_dir, image_files, frog_file, tmp_path):
     out = tmp_path / "maps"
-    code = main(["classify", str(image_files[0]), "--descriptors", str(frog_file), "--model", str(clip_dir), "--heatmaps", str(out), "--heatmap-size", "64"])
+    code = main(
+        [
+            "classify",
+            str(image_files[0]),
+            "--descriptors",
+            str(frog_file),
+            "--model",
+            str(clip_dir),
+            "--heatmaps",
+            str(out),
+            "--heatmap-size",
+            "64",
+        ]
+    )
     assert code == 0
     stem = image_files[0].stem
     saved = np.load(out / f"{stem}.npz")
@@ -128,7 +142,7 @@ def test_maps_follow_the_half_of_the_image_they_describe(clip_dir):
     pixels = np.zeros((32, 32, 3), np.uint8)
     pixels[:, :16] = (220, 30, 30)
     pixels[:, 16:] = (30, 200, 40)
-    for entry in Explainer(encoder).heatmaps(Image.fromarray(pixels), FROGS, ["tree frog"]).maps:
+    for entry in Explainer(encoder).heatmaps(Image.fromarray(pixels), FROGS, ["tree frog"]).entries:
         left, right = entry.grid[:, :2], entry.grid[:, 2:]
         assert np.ptp(left) < 1e-4 and np.ptp(right) < 1e-4
         assert abs(left.mean() - right.mean()) > 1e-3
@@ -141,7 +155,9 @@ def test_open_clip_vit_maps_equal_the_recipe_from_its_own_forward(tmp_path):
     visual = encoder.model.visual
     image = random_image(4, size=(48, 40))
     captured = {}
-    handle = visual.transformer.resblocks[-1].register_forward_pre_hook(lambda module, args: captured.setdefault("x", args[0]))
+    handle = visual.transformer.resblocks[-1].register_forward_pre_hook(
+        lambda module, args: captured.setdefault("x", args[0])
+    )
     with torch.no_grad():
         pixels = encoder.image_processor(images=[image])["pixel_values"]
         reference = encoder.model.encode_image(pixels)
@@ -154,12 +170,24 @@ def test_open_clip_vit_maps_equal_the_recipe_from_its_own_forward(tmp_path):
         h = block.ln_1(x)[0]
         heads, width = block.attn.num_heads, h.shape[-1]
         d = width // heads
-        q = (h @ block.attn.in_proj_weight[:width].T + block.attn.in_proj_bias[:width]).reshape(-1, heads, d).permute(1, 0, 2)
-        v = (h @ block.attn.in_proj_weight[2 * width :].T + block.attn.in_proj_bias[2 * width :]).reshape(-1, heads, d).permute(1, 0, 2)
+        q = (
+            (h @ block.attn.in_proj_weight[:width].T + block.attn.in_proj_bias[:width])
+            .reshape(-1, heads, d)
+            .permute(1, 0, 2)
+        )
+        v = (
+            (h @ block.attn.in_proj_weight[2 * width :].T + block.attn.in_proj_bias[2 * width :])
+            .reshape(-1, heads, d)
+            .permute(1, 0, 2)
+        )
         mixed = torch.einsum("hij,hjd->hid", torch.softmax(torch.einsum("hid,hjd->hij", q, q) / d**0.5, dim=-1), v)
-        patches = (visual.ln_post(block.attn.out_proj(mixed.permute(1, 0, 2).reshape(-1, width))[1:]) @ visual.proj).numpy()
+        patches = (
+            visual.ln_post(block.attn.out_proj(mixed.permute(1, 0, 2).reshape(-1, width))[1:]) @ visual.proj
+        ).numpy()
     maps = Explainer(encoder).heatmaps(image, FROGS, ["tree frog"])
     side = maps.grids.shape[1]
-    for entry in maps.maps:
-        expected = encoder.logit_scale * (normalise(patches) @ encoder.encode_texts([entry.prompt])[0]) + encoder.logit_bias
+    for entry in maps.entries:
+        expected = (
+            encoder.logit_scale * (normalise(patches) @ encoder.encode_texts([entry.prompt])[0]) + encoder.logit_bias
+        )
         np.testing.assert_allclose(entry.grid, expected.reshape(side, side), atol=1e-4)

@@ -9,7 +9,8 @@ from transformers import CLIPTextConfig, CLIPTextModel
 
 from explain import ImageError, ModelLoadError, load_model, open_image
 from explain.images import content_key
-from explain.models import _logit_scale_and_bias, resolve_device
+from explain.models import resolve_device
+from explain.models.transformers_backend import logit_scale_and_bias
 from tests.conftest import random_image
 from tests.tiny_models import clip_bpe_tokenizer, clip_processor
 
@@ -63,7 +64,9 @@ def test_unreadable_images(tmp_path, make, message):
 def test_images_of_100_megapixels_are_refused(tmp_path):
     path = tmp_path / "huge.png"
     Image.new("1", (10_000, 10_000)).save(path)  # 100 MP, but a small file
-    with pytest.raises(ImageError, match=r"huge.png: image is 10000×10000 \(100 megapixels\); the limit is 100 megapixels") as caught:
+    with pytest.raises(
+        ImageError, match=r"huge.png: image is 10000×10000 \(100 megapixels\); the limit is 100 megapixels"
+    ) as caught:
         open_image(path)
     one_line(caught)
 
@@ -113,8 +116,11 @@ def test_hostile_images_stay_within_memory(tmp_path, clip_dir):
     root = Path(__file__).resolve().parents[1]
     done = subprocess.run(
         [sys.executable, "-c", HOSTILE, str(clip_dir), str(warm), *(str(tmp_path / n) for n in names)],
-        cwd=root, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     report = json.loads(done.stdout.strip().splitlines()[-1])
     outcomes = report["outcomes"]
@@ -154,7 +160,9 @@ def test_directory_without_a_model(tmp_path):
 
 def test_text_only_model_is_refused(tmp_path):
     tokenizer = clip_bpe_tokenizer()
-    config = CLIPTextConfig(vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2)
+    config = CLIPTextConfig(
+        vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2
+    )
     CLIPTextModel(config).save_pretrained(tmp_path)
     clip_processor(tokenizer).save_pretrained(tmp_path)
     with pytest.raises(ModelLoadError, match="is a CLIPTextModel, not an image-text model") as caught:
@@ -192,9 +200,9 @@ def test_logit_scale_conventions():
         logit_scale = torch.nn.Parameter(torch.tensor(2.3026))  # log(10)
         logit_bias = torch.nn.Parameter(torch.tensor(-10.0))
 
-    assert _logit_scale_and_bias(Clip()) == (pytest.approx(100.0, rel=1e-4), 0.0)
-    assert _logit_scale_and_bias(Align()) == (pytest.approx(20.0), 0.0)
-    assert _logit_scale_and_bias(Siglip()) == (pytest.approx(10.0, rel=1e-4), -10.0)
+    assert logit_scale_and_bias(Clip()) == (pytest.approx(100.0, rel=1e-4), 0.0)
+    assert logit_scale_and_bias(Align()) == (pytest.approx(20.0), 0.0)
+    assert logit_scale_and_bias(Siglip()) == (pytest.approx(10.0, rel=1e-4), -10.0)
 
 
 def _write(path, data: bytes):

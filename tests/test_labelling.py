@@ -44,8 +44,12 @@ def test_local_labels_carry_their_explanation(clip_dir, collection, tmp_path):
     assert broken["label"] is None and "not a recognised image format" in broken["error"]
     good = rows[str(collection / "deep" / "er" / "x.jpg")]
     assert good["label"] in FROGS and good["error"] is None and len(good["top"]) == 2
-    assert good["top"][0]["class"] == good["label"] and good["top"][0]["probability"] == pytest.approx(good["probability"])
-    assert [d["descriptor"] for d in good["descriptors"]] and sorted(d["descriptor"] for d in good["descriptors"]) == sorted(FROGS[good["label"]])
+    assert good["top"][0]["class"] == good["label"] and good["top"][0]["probability"] == pytest.approx(
+        good["probability"]
+    )
+    assert [d["descriptor"] for d in good["descriptors"]] and sorted(
+        d["descriptor"] for d in good["descriptors"]
+    ) == sorted(FROGS[good["label"]])
     assert good["margin"] >= 0 and good["baseline_label"] in FROGS
 
 
@@ -80,9 +84,33 @@ def test_a_killed_run_resumes_and_labels_every_image_once(clip_dir, tmp_path):
     for i in range(120):
         random_image(i, size=(64, 48)).save(photos / f"{i:03d}.png")
     out = tmp_path / "out"
-    command = [sys.executable, "-m", "explain", "label", str(photos), "--descriptors", str(ROOT / "assets/descriptors/demo.json"),
-               "--model", str(clip_dir), "--out", str(out), "--no-cache", "--workers", "0", "--part-size", "3", "--batch-size", "3"]  # fmt: skip
-    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    command = [
+        sys.executable,
+        "-m",
+        "explain",
+        "label",
+        str(photos),
+        "--descriptors",
+        str(ROOT / "assets/descriptors/demo.json"),
+        "--model",
+        str(clip_dir),
+        "--out",
+        str(out),
+        "--no-cache",
+        "--workers",
+        "0",
+        "--part-size",
+        "3",
+        "--batch-size",
+        "3",
+    ]
+    process = subprocess.Popen(
+        command,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
     deadline = time.monotonic() + 120
     while not list((out / "parts").glob("part-*.jsonl")) if (out / "parts").exists() else True:
         assert time.monotonic() < deadline and process.poll() is None, "no part was written"
@@ -91,7 +119,9 @@ def test_a_killed_run_resumes_and_labels_every_image_once(clip_dir, tmp_path):
     process.wait()
     written = len(list((out / "parts").glob("part-*.jsonl")))
     assert not (out / "labels.parquet").exists() or written * 3 >= 120
-    assert all(json.loads(line) for part in (out / "parts").glob("part-*.jsonl") for line in part.read_text().splitlines())  # whole
+    assert all(
+        json.loads(line) for part in (out / "parts").glob("part-*.jsonl") for line in part.read_text().splitlines()
+    )  # whole
     assert main(command[3:]) == 0
     assert not list((out / "parts").glob(".*.tmp"))  # what the kill left half-written is cleared
     rows = pq.read_table(out / "labels.parquet").to_pylist()
@@ -119,7 +149,9 @@ def test_ray_gives_the_same_labels_and_metrics(ray_here, clip_dir, collection, t
         assert row["label"] == other["label"] and (row["error"] is None) == (other["error"] is None)
         if row["label"]:
             assert row["probability"] == pytest.approx(other["probability"], abs=1e-5)
-            assert [d["score"] for d in row["descriptors"]] == pytest.approx([d["score"] for d in other["descriptors"]], abs=1e-5)
+            assert [d["score"] for d in row["descriptors"]] == pytest.approx(
+                [d["score"] for d in other["descriptors"]], abs=1e-5
+            )
     data = tmp_path / "data"
     for name in FROGS:
         (data / name).mkdir(parents=True)
@@ -127,7 +159,17 @@ def test_ray_gives_the_same_labels_and_metrics(ray_here, clip_dir, collection, t
             random_image(30 + 3 * len(name) + i).save(data / name / f"{i}.png")
     frog_file = tmp_path / "frogs.json"
     frog_file.write_text(json.dumps(FROGS))
-    common = ["evaluate", str(data), "--descriptors", str(frog_file), "--model", str(clip_dir), "--workers", "0", "--no-cache"]
+    common = [
+        "evaluate",
+        str(data),
+        "--descriptors",
+        str(frog_file),
+        "--model",
+        str(clip_dir),
+        "--workers",
+        "0",
+        "--no-cache",
+    ]
     assert main([*common, "--out", str(tmp_path / "e-local")]) == 0
     assert main([*common, "--out", str(tmp_path / "e-ray"), "--engine", "ray"]) == 0
     local_metrics = json.loads((tmp_path / "e-local" / "metrics.json").read_text())
@@ -148,12 +190,24 @@ def test_ray_reads_the_images_where_they_lie(ray_here, clip_dir, tmp_path):
     photos.mkdir()
     for i in range(5):
         random_image(40 + i).save(photos / f"{i}.png")
-    summary = label_collection(f"local://{photos}", FROGS, str(clip_dir), tmp_path / "out", engine="ray", workers=1, batch_size=2)
+    summary = label_collection(
+        f"local://{photos}", FROGS, str(clip_dir), tmp_path / "out", engine="ray", workers=1, batch_size=2
+    )
     rows = by_path(pq.read_table(tmp_path / "out" / "labels.parquet").to_pylist())
     assert summary["labelled"] == 5 and len(rows) == 5 and all(row["label"] in FROGS for row in rows.values())
-    local = by_path(pq.read_table(label_collection(photos, FROGS, str(clip_dir), tmp_path / "local", workers=0)["files"][0]).to_pylist())
+    local = by_path(
+        pq.read_table(
+            label_collection(photos, FROGS, str(clip_dir), tmp_path / "local", workers=0)["files"][0]
+        ).to_pylist()
+    )
     for path, row in rows.items():
-        other = local[str(Path(path))] if str(Path(path)) in local else local[next(p for p in local if p.endswith(Path(path).name))]
+        other = (
+            local[str(Path(path))]
+            if str(Path(path)) in local
+            else local[next(p for p in local if p.endswith(Path(path).name))]
+        )
         assert row["label"] == other["label"] and row["probability"] == pytest.approx(other["probability"], abs=1e-5)
-    again = label_collection(f"local://{photos}", FROGS, str(clip_dir), tmp_path / "out", engine="ray", workers=1, batch_size=2)
+    again = label_collection(
+        f"local://{photos}", FROGS, str(clip_dir), tmp_path / "out", engine="ray", workers=1, batch_size=2
+    )
     assert again["labelled"] == 0 and again["skipped"] == 5  # resumed: nothing left to do

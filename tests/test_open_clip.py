@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from explain import EmbeddingStore, Explainer, ModelLoadError, load_model
-from explain.evaluate import PromptRecipe, load_dataset, run_evaluation
+from explain.datasets import load_dataset
+from explain.evaluate import PromptRecipe, run_evaluation
 from tests.conftest import FROGS, random_image
 from tests.tiny_models import save_tiny_open_clip
 
@@ -71,7 +72,10 @@ def test_quickgelu_weights_get_the_quickgelu_architecture():
     notes = []
     assert _checked_arch_and_tag(open_clip, "ViT-B-16", "dfn2b", notes) == ("ViT-B-16-quickgelu", "dfn2b")
     assert "trained with QuickGELU" in notes[0]
-    assert _checked_arch_and_tag(open_clip, "EVA02-B-16", "merged2b_s8b_b131k", []) == ("EVA02-B-16", "merged2b_s8b_b131k")
+    assert _checked_arch_and_tag(open_clip, "EVA02-B-16", "merged2b_s8b_b131k", []) == (
+        "EVA02-B-16",
+        "merged2b_s8b_b131k",
+    )
 
 
 def test_folders_go_to_the_backend_that_saved_them(clip_dir, tmp_path):
@@ -96,5 +100,7 @@ def test_evaluation_runs_on_an_open_clip_model(tmp_path):
         for i in range(3):
             random_image(10 * len(name) + i).save(root / name / f"{i}.png")
     encoder = load_model(str(save_tiny_open_clip(tmp_path / "oc", "timm")), device="cpu")
-    run = run_evaluation(load_dataset(root), FROGS, {"oc": Explainer(encoder)}, PromptRecipe(waffle_pairs=2), None, workers=2)
+    run = run_evaluation(
+        load_dataset(root), FROGS, {"oc": Explainer(encoder)}, PromptRecipe(waffle_pairs=2), None, workers=2
+    )
     assert run.metrics["oc"]["descriptors"]["n_samples"] == 6 and not run.unreadable

@@ -22,7 +22,7 @@ def reference_logits(encoder, image, prompts, **text_kwargs):
     inputs = encoder.processor(text=list(prompts), images=image, return_tensors="pt", **text_kwargs)
     with torch.no_grad():
         logits = encoder.model(**inputs).logits_per_image[0]
-    return dict(zip(prompts, logits.tolist()))
+    return dict(zip(prompts, logits.tolist(), strict=True))
 
 
 def reference_kwargs(encoder):
@@ -61,7 +61,9 @@ def test_baseline_equals_the_zero_shot_pipeline(family, template):
     sigmoid = "siglip" in encoder.model.config.model_type
     for image in IMAGES:
         result = Explainer(encoder).classify(image, FROGS, template=template)
-        reference = {r["label"]: r["score"] for r in classify(image, candidate_labels=list(FROGS), hypothesis_template=template)}
+        reference = {
+            r["label"]: r["score"] for r in classify(image, candidate_labels=list(FROGS), hypothesis_template=template)
+        }
         for entry in result.baseline:
             # For SigLIP the pipeline reports the independent sigmoid of the logit we rank by.
             ours = 1 / (1 + np.exp(-entry.score)) if sigmoid else entry.probability
@@ -76,7 +78,7 @@ def test_siglip_scores_include_its_bias(siglip):
 
 def test_batching_does_not_change_scores(clip):
     together = Explainer(clip).classify_many(IMAGES, FROGS)
-    for image, batched in zip(IMAGES, together):
+    for image, batched in zip(IMAGES, together, strict=True):
         alone = Explainer(clip).classify(image, FROGS)
-        for a, b in zip(alone.predictions, batched.predictions):
+        for a, b in zip(alone.predictions, batched.predictions, strict=True):
             assert (a.name, a.score) == (b.name, pytest.approx(b.score, abs=1e-4))

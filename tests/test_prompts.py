@@ -124,7 +124,9 @@ def test_prompts_command_prints_what_the_encoder_reads(tmp_path, capsys):
     from descriptors.cli import main
 
     path = tmp_path / "d.json"
-    path.write_text('{"tree frog": ["alternating bands", "tab\\there"], "tailed_frog": ["mayonnaise"]}', encoding="utf-8")
+    path.write_text(
+        '{"tree frog": ["alternating bands", "tab\\there"], "tailed_frog": ["mayonnaise"]}', encoding="utf-8"
+    )
     assert main(["prompts", str(path), "--style", "dclip-release", "--suffix", "."]) == 0
     assert capsys.readouterr().out.splitlines() == [
         "tree frog\talternating bands\ttree frog, which is alternating bands.",

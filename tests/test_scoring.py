@@ -46,14 +46,22 @@ def test_normalise_leaves_zero_rows_finite():
 def test_classification_by_hand():
     result = Explainer(HandMadeEncoder(DIRECTIONS)).classify(random_image(0), FROGS, name="frog.png")
     top, second = result.predictions
-    assert (top.name, top.score, second.name, second.score) == ("tree frog", pytest.approx(8.0), "tailed frog", pytest.approx(0.0))
+    assert (top.name, top.score, second.name, second.score) == (
+        "tree frog",
+        pytest.approx(8.0),
+        "tailed frog",
+        pytest.approx(0.0),
+    )
     assert top.probability == pytest.approx(1 / (1 + math.exp(-8.0)))
     assert [(d.descriptor, d.score) for d in top.descriptors] == [
         ("protruding eyes", pytest.approx(10.0)),
         ("a bright green colour", pytest.approx(6.0)),
     ]
     assert top.descriptors[1].prompt == "tree frog, which is a bright green colour"
-    assert [(b.name, b.score) for b in result.baseline] == [("tree frog", pytest.approx(8.0)), ("tailed frog", pytest.approx(6.0))]
+    assert [(b.name, b.score) for b in result.baseline] == [
+        ("tree frog", pytest.approx(8.0)),
+        ("tailed frog", pytest.approx(6.0)),
+    ]
     assert result.baseline[0].probability == pytest.approx(1 / (1 + math.exp(-2.0)))
     assert result.image == "frog.png" and result.model == "hand-made"
 
@@ -86,7 +94,7 @@ def test_contrast_needs_two_classes():
 def test_bias_shifts_scores_but_not_probabilities():
     plain = Explainer(HandMadeEncoder(DIRECTIONS)).classify(random_image(0), FROGS)
     biased = Explainer(HandMadeEncoder(DIRECTIONS, logit_bias=-2.5)).classify(random_image(0), FROGS)
-    for a, b in zip(plain.predictions, biased.predictions):
+    for a, b in zip(plain.predictions, biased.predictions, strict=True):
         assert b.score == pytest.approx(a.score - 2.5)
         assert b.probability == pytest.approx(a.probability)
 
@@ -115,7 +123,11 @@ def test_shared_prompts_are_encoded_once():
     encoder = HandMadeEncoder(DIRECTIONS)
     # "newt" falls back to its template, which is also its baseline prompt: one encoding serves both.
     Explainer(encoder).classify(random_image(0), {"newt": [], "tree frog": ["protruding eyes"]})
-    assert sorted(encoder.text_calls[0]) == ["a photo of a newt.", "a photo of a tree frog.", "tree frog, which has protruding eyes"]
+    assert sorted(encoder.text_calls[0]) == [
+        "a photo of a newt.",
+        "a photo of a tree frog.",
+        "tree frog, which has protruding eyes",
+    ]
 
 
 def test_no_classes_is_an_error():

@@ -27,7 +27,11 @@ def test_loads_the_published_format(tmp_path):
         ('["a", "b"]', "expected a JSON object mapping class names to lists, got a list"),
         ('{"frog": "green"}', "class 'frog': expected a list of strings, got a string"),
         ('{"frog": ["green", 3]}', "class 'frog': item 1 is not a string"),
-        ('{"frog": {}, "newt": null}', r"class 'frog': expected a list of strings, got an object \(and 1 more; see python -m descriptors validate\)"),
+        (
+            '{"frog": {}, "newt": null}',
+            r"class 'frog': expected a list of strings, got an object "
+            r"\(and 1 more; see python -m descriptors validate\)",
+        ),
         ("", "not valid JSON"),
     ],
 )

@@ -21,7 +21,10 @@ PROMPTS = [
 def unsorted(encoder, prompts, batch_size):
     """The plain way: batches in the order given, each padded to its own longest prompt."""
     with torch.inference_mode():
-        rows = [encoder.model.get_text_features(**encoder.text_inputs(prompts[i : i + batch_size])) for i in range(0, len(prompts), batch_size)]
+        rows = [
+            encoder.model.get_text_features(**encoder.text_inputs(prompts[i : i + batch_size]))
+            for i in range(0, len(prompts), batch_size)
+        ]
     return normalise(np.concatenate([r.pooler_output.float().numpy() for r in rows]))
 
 
@@ -29,7 +32,9 @@ def test_sorted_batches_equal_plain_batches_for_every_family(family):
     encoder = load_model(str(family), device="cpu")
     prompts = PROMPTS * 5  # 35 prompts of mixed lengths
     for batch_size in (4, 64):
-        np.testing.assert_allclose(encoder.encode_texts(prompts, batch_size=batch_size), unsorted(encoder, prompts, batch_size), atol=1e-6)
+        np.testing.assert_allclose(
+            encoder.encode_texts(prompts, batch_size=batch_size), unsorted(encoder, prompts, batch_size), atol=1e-6
+        )
 
 
 def test_progress_counts_every_prompt(clip):

@@ -53,7 +53,9 @@ def test_each_content_problem_names_its_class():
     ]
     assert problems[2].message == "class 'Tree_Frog' duplicates 'tree frog' (names match ignoring case and underscores)"
     assert problems[5].message.startswith("class 'axolotl': descriptor 'very very")
-    assert problems[5].message.endswith(f"makes a prompt of {token_counts(['axolotl, which has ' + long_descriptor])[0]} tokens; CLIP reads 77")
+    assert problems[5].message.endswith(
+        f"makes a prompt of {token_counts(['axolotl, which has ' + long_descriptor])[0]} tokens; CLIP reads 77"
+    )
 
 
 def test_token_limit_is_exact():
@@ -68,7 +70,8 @@ def test_token_limit_is_exact():
 
 
 def test_clip_token_ids_are_clips_own():
-    # CLIP's published ids: <|startoftext|> 49406, "a" 320, "photo" 1125, "of" 539, "dog" 1929, "." 269, <|endoftext|> 49407.
+    # CLIP's published ids: <|startoftext|> 49406, "a" 320, "photo" 1125, "of" 539, "dog" 1929, "." 269,
+    # <|endoftext|> 49407.
     from descriptors.tokens import clip_tokenizer
 
     assert clip_tokenizer()("a photo of a dog.")["input_ids"] == [49406, 320, 1125, 539, 320, 1929, 269, 49407]
@@ -111,7 +114,12 @@ def test_cli_structure_problems_exit_1(capsys, tmp_path):
 
 @pytest.mark.parametrize(
     ("content", "message"),
-    [(None, "no such file"), (b"{oops", "not valid JSON"), (b"\xff\xfe{", "cannot read"), (b"[" * 100_000, "nested too deeply")],
+    [
+        (None, "no such file"),
+        (b"{oops", "not valid JSON"),
+        (b"\xff\xfe{", "cannot read"),
+        (b"[" * 100_000, "nested too deeply"),
+    ],
 )
 def test_cli_unreadable_file_exits_2(capsys, tmp_path, content, message):
     path = tmp_path / "d.json"

@@ -78,7 +78,11 @@ def test_draws_equal_waffleclips_own_calls():
         drawn = []
         for _ in range(pairs):
             drawn.append(" ".join(np.random.choice(words, 1, replace=False)[0] for _ in range(shape.words)))
-            drawn.append("".join(", " if mark == " " else np.random.choice(characters, 1, replace=False)[0] for mark in shape.pattern))
+            drawn.append(
+                "".join(
+                    ", " if mark == " " else np.random.choice(characters, 1, replace=False)[0] for mark in shape.pattern
+                )
+            )
         per_class[name] = drawn
     chosen_name = np.random.choice(names)
     shared, chosen = draw_waffle(shape, len(names), pairs, seed)

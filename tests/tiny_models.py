@@ -49,13 +49,24 @@ def clip_config(tokenizer: CLIPTokenizer, **sizes) -> CLIPConfig:
     }
     if sizes.pop("full", False):
         return CLIPConfig(text_config=special)
-    text = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=77)
-    vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, image_size=IMAGE_SIZE, patch_size=8)
+    text = dict(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=77
+    )
+    vision = dict(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        image_size=IMAGE_SIZE,
+        patch_size=8,
+    )
     return CLIPConfig(text_config={**text, **special}, vision_config=vision, projection_dim=16, **sizes)
 
 
 def clip_processor(tokenizer: CLIPTokenizer, image_size: int = IMAGE_SIZE) -> CLIPProcessor:
-    images = CLIPImageProcessor(size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size})
+    images = CLIPImageProcessor(
+        size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size}
+    )
     return CLIPProcessor(image_processor=images, tokenizer=tokenizer)
 
 
@@ -74,13 +85,24 @@ def save_tiny_siglip(directory: Path, seed: int = 0) -> Path:
     torch.manual_seed(seed)
     tokenizer = clip_bpe_tokenizer()
     text = dict(
-        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
         max_position_embeddings=64,
         bos_token_id=tokenizer.convert_tokens_to_ids("<|startoftext|>"),
         eos_token_id=tokenizer.convert_tokens_to_ids("<|endoftext|>"),
         pad_token_id=tokenizer.convert_tokens_to_ids("<|endoftext|>"),
     )
-    vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, image_size=IMAGE_SIZE, patch_size=8)
+    vision = dict(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        image_size=IMAGE_SIZE,
+        patch_size=8,
+    )
     model = SiglipModel(SiglipConfig(text_config=text, vision_config=vision)).eval()
     with torch.no_grad():  # trained SigLIP has a large scale and a negative bias; random init has neither
         model.logit_scale.fill_(math.log(110.0))
@@ -94,7 +116,9 @@ def save_tiny_siglip(directory: Path, seed: int = 0) -> Path:
 
 def _letters_and_words() -> list[str]:
     """A small word list that covers the test prompts well enough; anything else becomes unknown."""
-    words = "a an the of photo which is has often can may typically used tree tailed frog bull newt eyes green colour body"
+    words = (
+        "a an the of photo which is has often can may typically used tree tailed frog bull newt eyes green colour body"
+    )
     return [*words.split(), *"abcdefghijklmnopqrstuvwxyz", ",", ".", "-"]
 
 
@@ -104,16 +128,26 @@ def save_tiny_align(directory: Path, seed: int = 0) -> Path:
 
     torch.manual_seed(seed)
     specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    vocab = {token: i for i, token in enumerate([*specials, *_letters_and_words(), *("##" + c for c in "abcdefghijklmnopqrstuvwxyz")])}
+    vocab = {
+        token: i
+        for i, token in enumerate([*specials, *_letters_and_words(), *("##" + c for c in "abcdefghijklmnopqrstuvwxyz")])
+    }
     tokenizer = BertTokenizer(vocab=vocab, model_max_length=64)
     # A wide initialisation keeps the tiny BERT's sentence embeddings apart, so parity checks have something to see.
     text = dict(
-        vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-        max_position_embeddings=64, initializer_range=0.5,
+        vocab_size=len(vocab),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=64,
+        initializer_range=0.5,
     )
     # ALIGN scores the vision tower's pooled output directly, so its width must equal the text projection.
     vision = dict(image_size=IMAGE_SIZE, hidden_dim=ALIGN_DIM, width_coefficient=0.1, depth_coefficient=0.1)
-    model = AlignModel(AlignConfig(text_config=text, vision_config=vision, projection_dim=ALIGN_DIM, temperature_init_value=0.05)).eval()
+    model = AlignModel(
+        AlignConfig(text_config=text, vision_config=vision, projection_dim=ALIGN_DIM, temperature_init_value=0.05)
+    ).eval()
     with torch.no_grad():  # the default init shrinks activations to ~1e-30 through a narrow EfficientNet
         for module in model.vision_model.modules():
             if isinstance(module, torch.nn.Conv2d):
@@ -129,16 +163,45 @@ def save_tiny_altclip(directory: Path, seed: int = 0) -> Path:
     from transformers import AltCLIPConfig, AltCLIPModel, AltCLIPProcessor, XLMRobertaTokenizer
 
     torch.manual_seed(seed)
-    pieces = ["<s>", "<pad>", "</s>", "<unk>", "<mask>", *("▁" + w for w in _letters_and_words()), *_letters_and_words(), "▁"]
+    pieces = [
+        "<s>",
+        "<pad>",
+        "</s>",
+        "<unk>",
+        "<mask>",
+        *("▁" + w for w in _letters_and_words()),
+        *_letters_and_words(),
+        "▁",
+    ]
     tokenizer = XLMRobertaTokenizer(vocab=[(p, -float(i)) for i, p in enumerate(pieces)], model_max_length=64)
     text = dict(
-        vocab_size=len(pieces), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-        max_position_embeddings=80, project_dim=16, pad_token_id=1, bos_token_id=0, eos_token_id=2, initializer_range=0.5,
+        vocab_size=len(pieces),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=80,
+        project_dim=16,
+        pad_token_id=1,
+        bos_token_id=0,
+        eos_token_id=2,
+        initializer_range=0.5,
     )
-    vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, image_size=IMAGE_SIZE, patch_size=8)
-    model = AltCLIPModel(AltCLIPConfig(text_config=text, vision_config=vision, projection_dim=16, logit_scale_init_value=math.log(100.0))).eval()
+    vision = dict(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        image_size=IMAGE_SIZE,
+        patch_size=8,
+    )
+    model = AltCLIPModel(
+        AltCLIPConfig(text_config=text, vision_config=vision, projection_dim=16, logit_scale_init_value=math.log(100.0))
+    ).eval()
     model.save_pretrained(directory)
-    AltCLIPProcessor(image_processor=clip_processor(clip_bpe_tokenizer()).image_processor, tokenizer=tokenizer).save_pretrained(directory)
+    AltCLIPProcessor(
+        image_processor=clip_processor(clip_bpe_tokenizer()).image_processor, tokenizer=tokenizer
+    ).save_pretrained(directory)
     return directory
 
 
@@ -150,9 +213,18 @@ def save_tiny_siglip2(directory: Path, seed: int = 0) -> Path:
     specials = ["<pad>", "<eos>", "<bos>", "<unk>", "<mask>"]
     vocab = {token: i for i, token in enumerate([*specials, *byte_alphabet(), "▁"])}
     tokenizer = GemmaTokenizer(vocab=vocab, merges=[], model_max_length=64)
-    text = dict(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=64)
+    text = dict(
+        vocab_size=len(vocab),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=64,
+    )
     # The processor's own defaults (16-pixel patches, up to 256 of them) are those of the released checkpoints.
-    vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_patches=256, patch_size=16)
+    vision = dict(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_patches=256, patch_size=16
+    )
     model = Siglip2Model(Siglip2Config(text_config=text, vision_config=vision)).eval()
     with torch.no_grad():
         model.logit_scale.fill_(math.log(110.0))
@@ -175,16 +247,34 @@ def full_size_clip(seed: int = 0) -> tuple[CLIPModel, CLIPProcessor]:
 OPEN_CLIP_TEXT = {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}
 OPEN_CLIP_CONFIGS = {
     # A CLIP-style tower trained with QuickGELU, as OpenAI's and DFN's weights were.
-    "quickgelu": {"embed_dim": 16, "quick_gelu": True, "text_cfg": OPEN_CLIP_TEXT,
-                  "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 8, "head_width": 16}},
+    "quickgelu": {
+        "embed_dim": 16,
+        "quick_gelu": True,
+        "text_cfg": OPEN_CLIP_TEXT,
+        "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 8, "head_width": 16},
+    },
     # A sigmoid-loss model with a logit bias, as SigLIP has.
-    "bias": {"embed_dim": 16, "init_logit_bias": -10.0, "init_logit_scale": 2.3, "text_cfg": OPEN_CLIP_TEXT,
-             "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 8, "head_width": 16}},
+    "bias": {
+        "embed_dim": 16,
+        "init_logit_bias": -10.0,
+        "init_logit_scale": 2.3,
+        "text_cfg": OPEN_CLIP_TEXT,
+        "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 8, "head_width": 16},
+    },
     # A timm vision tower, as EVA-CLIP's is.
-    "timm": {"embed_dim": 16, "text_cfg": OPEN_CLIP_TEXT,
-             "vision_cfg": {"image_size": 224, "timm_model_name": "vit_tiny_patch16_224", "timm_model_pretrained": False,
-                            "timm_pool": "avg", "timm_proj": "linear", "patch_size": 16}},
-}  # fmt: skip
+    "timm": {
+        "embed_dim": 16,
+        "text_cfg": OPEN_CLIP_TEXT,
+        "vision_cfg": {
+            "image_size": 224,
+            "timm_model_name": "vit_tiny_patch16_224",
+            "timm_model_pretrained": False,
+            "timm_pool": "avg",
+            "timm_proj": "linear",
+            "patch_size": 16,
+        },
+    },
+}
 
 
 def save_tiny_open_clip(path: Path, variant: str = "quickgelu", seed: int = 0) -> Path:
@@ -207,5 +297,8 @@ def save_tiny_open_clip(path: Path, variant: str = "quickgelu", seed: int = 0) -
     model = open_clip.create_model(name, pretrained=None)
     path.mkdir(parents=True, exist_ok=True)
     save_config_for_hf(model, path / "open_clip_config.json", config)
-    save_file({key: value.contiguous() for key, value in model.state_dict().items()}, str(path / "open_clip_model.safetensors"))
+    save_file(
+        {key: value.contiguous() for key, value in model.state_dict().items()},
+        str(path / "open_clip_model.safetensors"),
+    )
     return path

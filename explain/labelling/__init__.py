@@ -4,15 +4,18 @@
 a `path` column, scores every image against the descriptor set, and writes
 one row per image: the label, its probability, the top K, the template
 baseline's label, the margin to the runner-up, and the top class's
-descriptor scores. Two engines share one scorer (`scorer.Labeller`): `local`
-(the DataLoader and embedding caches of evaluation) and `ray` (Ray Data
-actors that load the model once each). Rows are written in small parts as
-they are done, so a crash or Ctrl-C loses at most one part and a re-run
-labels only what is missing; the final file is assembled from the parts.
+descriptor scores. The engines of `engines.ENGINES` share one scorer
+(`scorer.Labeller`): `local` (the DataLoader and embedding caches of
+evaluation) and `ray` (Ray Data actors that load the model once each);
+the formats are the rows of `outputs.WRITERS`. Rows are written in small
+parts as they are done, so a crash or Ctrl-C loses at most one part and a
+re-run labels only what is missing; the final file is assembled from the
+parts.
 """
 
-from explain.labelling.outputs import FORMATS
-from explain.labelling.run import ENGINES, label_collection
+from explain.labelling.engines import ENGINES, EngineOptions, make_engine
+from explain.labelling.outputs import FORMATS, WRITERS
+from explain.labelling.run import label_collection
 from explain.labelling.sources import read_sources
 
-__all__ = ["ENGINES", "FORMATS", "label_collection", "read_sources"]
+__all__ = ["ENGINES", "FORMATS", "WRITERS", "EngineOptions", "label_collection", "make_engine", "read_sources"]

@@ -1,6 +1,8 @@
 """Label rows on disk: small atomic parts as they are done, then one file in the chosen format.
 
-Parts (`OUT/parts/part-NNNNNN.jsonl`) are written to a temporary name and
+`WRITERS` is the one table of output formats; the CLI's `--format`
+choices and what a format needs of the rows come from it, so a new format
+is one function and one row. Parts (`OUT/parts/part-NNNNNN.jsonl`) are written to a temporary name and
 renamed, so a part is either whole or absent; a re-run reads them to skip
 what is done. The final file is assembled from all parts, also atomically:
 `labels.parquet` (typed columns, lists of structs), `labels.csv` (the top K
@@ -14,12 +16,11 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 from descriptors.store import write_atomically
-
-FORMATS = ("parquet", "csv", "fiftyone")
 
 
 def parts_folder(out: Path) -> Path:
@@ -55,30 +56,34 @@ def write_part(out: Path, rows: list[dict]) -> Path:
     while path.exists():
         number += 1
         path = folder / f"part-{number:06d}.jsonl"
-    write_atomically(path, lambda handle: handle.write("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)), "w")
+    write_atomically(
+        path, lambda handle: handle.write("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)), "w"
+    )
     return path
 
 
 def assemble(out: Path, fmt: str, classes: Iterable[str], top: int) -> list[Path]:
-    rows = read_parts(out)
-    if fmt == "parquet":
-        return [_parquet(out / "labels.parquet", rows)]
-    if fmt == "csv":
-        return [_csv(out / "labels.csv", rows, top)]
-    return _fiftyone(out / "fiftyone", rows, list(classes))
+    """The final file(s) in format `fmt`, from every part in `out`."""
+    return WRITERS[fmt].write(out, read_parts(out), list(classes), top)
 
 
 def _parquet(path: Path, rows: list[dict]) -> Path:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    schema = pa.schema([
-        ("path", pa.string()), ("label", pa.string()), ("probability", pa.float64()),
-        ("top", pa.list_(pa.struct([("class", pa.string()), ("probability", pa.float64())]))),
-        ("baseline_label", pa.string()), ("baseline_probability", pa.float64()), ("margin", pa.float64()),
-        ("descriptors", pa.list_(pa.struct([("descriptor", pa.string()), ("score", pa.float64())]))),
-        ("error", pa.string()),
-    ])  # fmt: skip
+    schema = pa.schema(
+        [
+            ("path", pa.string()),
+            ("label", pa.string()),
+            ("probability", pa.float64()),
+            ("top", pa.list_(pa.struct([("class", pa.string()), ("probability", pa.float64())]))),
+            ("baseline_label", pa.string()),
+            ("baseline_probability", pa.float64()),
+            ("margin", pa.float64()),
+            ("descriptors", pa.list_(pa.struct([("descriptor", pa.string()), ("score", pa.float64())]))),
+            ("error", pa.string()),
+        ]
+    )
     table = pa.Table.from_pylist(rows, schema=schema)
     write_atomically(path, lambda handle: pq.write_table(table, handle), "wb")
     return path
@@ -86,7 +91,10 @@ def _parquet(path: Path, rows: list[dict]) -> Path:
 
 def _csv(path: Path, rows: list[dict], top: int) -> Path:
     columns = ["path", "label", "probability", "baseline_label", "baseline_probability", "margin"]
-    columns += [f"top{k}_{what}" for k in range(1, top + 1) for what in ("class", "probability")] + ["descriptors", "error"]
+    columns += [f"top{k}_{what}" for k in range(1, top + 1) for what in ("class", "probability")] + [
+        "descriptors",
+        "error",
+    ]
 
     def flat(row: dict) -> dict:
         out = {key: row.get(key) for key in columns[:6]}
@@ -118,10 +126,32 @@ def _fiftyone(folder: Path, rows: list[dict], classes: list[str]) -> list[Path]:
             labels[uuid] = None
         else:
             labels[uuid] = {
-                "label": row["label"], "confidence": row["probability"], "logits": row.get("logits"),
+                "label": row["label"],
+                "confidence": row["probability"],
+                "logits": row.get("logits"),
                 "attributes": {"baseline_label": row["baseline_label"], "margin": row["margin"]},
-            }  # fmt: skip
+            }
     written = [folder / "labels.json", folder / "data.json"]
-    write_atomically(written[0], lambda h: h.write(json.dumps({"classes": classes, "labels": labels}, ensure_ascii=False, indent=1)), "w")
+    write_atomically(
+        written[0],
+        lambda h: h.write(json.dumps({"classes": classes, "labels": labels}, ensure_ascii=False, indent=1)),
+        "w",
+    )
     write_atomically(written[1], lambda h: h.write(json.dumps(data, ensure_ascii=False, indent=1)), "w")
     return written
+
+
+@dataclass(frozen=True)
+class Writer:
+    """One output format: how rows become files in OUT, and whether its rows need every class score."""
+
+    write: Callable[[Path, list[dict], list[str], int], list[Path]]  # (out, rows, classes, top) -> files
+    keeps_logits: bool = False  # each row carries `logits`, every class's score (large for big class lists)
+
+
+WRITERS = {
+    "parquet": Writer(lambda out, rows, classes, top: [_parquet(out / "labels.parquet", rows)]),
+    "csv": Writer(lambda out, rows, classes, top: [_csv(out / "labels.csv", rows, top)]),
+    "fiftyone": Writer(lambda out, rows, classes, top: _fiftyone(out / "fiftyone", rows, classes), keeps_logits=True),
+}
+FORMATS = tuple(WRITERS)

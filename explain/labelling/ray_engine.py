@@ -68,12 +68,25 @@ class EmbedAndLabel:
         if images:
             embeddings[good] = self.model.encode_images(images)
         if self.labeller is None:
-            return {"path": paths, "embedding": list(embeddings), "error": [errors.get(i, "") for i in range(len(paths))]}
+            return {
+                "path": paths,
+                "embedding": list(embeddings),
+                "error": [errors.get(i, "") for i in range(len(paths))],
+            }
         return {"row": [json.dumps(row, ensure_ascii=False) for row in self.labeller.rows(paths, embeddings, errors)]}
 
 
-def label_rows(paths, model: str, device: str, labeller, batch_size: int, workers: int, on_rows: Callable[[list[dict]], None],
-               part_size: int, skip: set[str] = frozenset()) -> None:  # fmt: skip
+def label_rows(
+    paths,
+    model: str,
+    device: str,
+    labeller,
+    batch_size: int,
+    workers: int,
+    on_rows: Callable[[list[dict]], None],
+    part_size: int,
+    skip: set[str] = frozenset(),
+) -> None:
     """Score every image on Ray and hand the rows to `on_rows` in parts of about `part_size`, as they finish.
 
     `paths` is a list of local paths, or one location that `ray.data.read_images` reads where it lies (an
@@ -93,7 +106,9 @@ def label_rows(paths, model: str, device: str, labeller, batch_size: int, worker
         on_rows([json.loads(text) for text in batch["row"]])
 
 
-def embed_paths(paths: Sequence[str], model: str, device: str, batch_size: int, workers: int) -> tuple[np.ndarray, dict[int, str]]:
+def embed_paths(
+    paths: Sequence[str], model: str, device: str, batch_size: int, workers: int
+) -> tuple[np.ndarray, dict[int, str]]:
     """Unit-norm image embeddings of `paths` in order, computed by Ray actors; failures by index."""
     import ray
 
@@ -102,7 +117,7 @@ def embed_paths(paths: Sequence[str], model: str, device: str, batch_size: int, 
     index = {p: i for i, p in enumerate(paths)}
     vectors, failures = None, {}
     for batch in embedded.iter_batches(batch_size=1024, batch_format="numpy"):
-        for path, vector, error in zip(batch["path"], batch["embedding"], batch["error"]):
+        for path, vector, error in zip(batch["path"], batch["embedding"], batch["error"], strict=True):
             if vectors is None:
                 vectors = np.zeros((len(paths), len(vector)), np.float32)
             vectors[index[str(path)]] = vector
@@ -114,6 +129,9 @@ def embed_paths(paths: Sequence[str], model: str, device: str, batch_size: int, 
 def _on_actors(dataset, model: str, device: str, batch_size: int, workers: int, labeller=None):
     """`dataset` mapped through `workers` EmbedAndLabel actors, one GPU each on a GPU machine."""
     return dataset.map_batches(
-        EmbedAndLabel, fn_constructor_kwargs={"model": model, "device": device, "labeller": labeller},
-        batch_size=batch_size, concurrency=max(1, workers), num_gpus=1 if device == "cuda" else 0,
-    )  # fmt: skip
+        EmbedAndLabel,
+        fn_constructor_kwargs={"model": model, "device": device, "labeller": labeller},
+        batch_size=batch_size,
+        concurrency=max(1, workers),
+        num_gpus=1 if device == "cuda" else 0,
+    )

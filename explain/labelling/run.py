@@ -1,4 +1,4 @@
-"""Labelling a collection end to end, with either engine; resumable, writing in parts."""
+"""Labelling a collection end to end, with any engine and any output format; resumable, writing in parts."""
 
 from __future__ import annotations
 
@@ -7,12 +7,12 @@ from pathlib import Path
 
 from explain.cache import EmbeddingStore
 from explain.engine import Explainer
-from explain.labelling.outputs import FORMATS, assemble, done_paths, write_part
+from explain.labelling.engines import EngineOptions, make_engine
+from explain.labelling.outputs import WRITERS, assemble, done_paths, write_part
 from explain.labelling.scorer import Labeller
 from explain.labelling.sources import read_sources
-from explain.models import load_model, resolve_device
+from explain.models import load_model
 
-ENGINES = ("local", "ray")
 PART_SIZE = 256  # rows per part: what a crash can lose at most
 
 
@@ -33,18 +33,18 @@ def label_collection(
     progress: Callable[[int, int], Callable[[int], None]] | None = None,
 ) -> dict:
     """Label every image of `data` not yet in `out`; returns {"labelled", "skipped", "failed", "files"}."""
-    from explain.evaluate import embed_files
 
-    if engine not in ENGINES or fmt not in FORMATS:
-        raise ValueError(f"engine must be one of {ENGINES} and format one of {FORMATS}")
+    if fmt not in WRITERS:
+        raise ValueError(f"format {fmt!r} is not one of {', '.join(WRITERS)}")
+    runner = make_engine(engine, EngineOptions(batch_size, workers, device, store, ray_address))
     out = Path(out)
     done = done_paths(out)
-    # A location such as s3://bucket/photos/ is read by Ray where it lies; otherwise list the images here.
-    remote = engine == "ray" and "://" in str(data)
+    # A location such as s3://bucket/photos/ is read where it lies by an engine that can; otherwise list the images.
+    remote = runner.reads_locations and "://" in str(data)
     paths = [] if remote else read_sources(data)
     todo = str(data) if remote else [p for p in paths if p not in done]
     explainer = Explainer(load_model(model, device), store=store)
-    labeller = Labeller.build(explainer, descriptors, top, keep_logits=fmt == "fiftyone")
+    labeller = Labeller.build(explainer, descriptors, top, keep_logits=WRITERS[fmt].keeps_logits)
     step = progress(len(paths), len(paths) - len(todo)) if progress and not remote else None
     counts = {"labelled": 0, "failed": 0}
 
@@ -55,15 +55,8 @@ def label_collection(
         if step:
             step(len(rows))
 
-    if todo and engine == "local":
-        for start in range(0, len(todo), part_size):
-            chunk = todo[start : start + part_size]
-            embeddings, failures = embed_files(explainer, [Path(p) for p in chunk], store, batch_size, workers)
-            keep(labeller.rows(chunk, embeddings, failures))
-    elif todo:
-        from explain.labelling import ray_engine
-
-        ray_engine.start(ray_address)
-        ray_engine.label_rows(todo, model, resolve_device(device).type, labeller, batch_size, workers, keep, part_size, done)
+    if todo:
+        runner.label(todo, explainer, labeller, keep, part_size, done)
     files = assemble(out, fmt, labeller.plan.classes, top)
-    return {"labelled": counts["labelled"], "skipped": len(done) if remote else len(paths) - len(todo), "failed": counts["failed"], "files": files}
+    skipped = len(done) if remote else len(paths) - len(todo)
+    return {"labelled": counts["labelled"], "skipped": skipped, "failed": counts["failed"], "files": files}

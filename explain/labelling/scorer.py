@@ -29,13 +29,28 @@ class Labeller:
     keep_logits: bool = False  # every class score per row (FiftyOne's Classification.logits); large for big class lists
 
     @classmethod
-    def build(cls, explainer, descriptors: Mapping[str, Sequence[str]], top: int = 5, template: str = DEFAULT_TEMPLATE,
-              on_encode=None, keep_logits: bool = False) -> Labeller:  # fmt: skip
+    def build(
+        cls,
+        explainer,
+        descriptors: Mapping[str, Sequence[str]],
+        top: int = 5,
+        template: str = DEFAULT_TEMPLATE,
+        on_encode=None,
+        keep_logits: bool = False,
+    ) -> Labeller:
         plan = build_prompts(descriptors, template)
         baseline = template_prompts(list(plan.classes), template)
         text = explainer.text_embeddings([*plan.prompts, *baseline.prompts], on_encode)
         model = explainer.model
-        return cls(plan, text[: len(plan.prompts)], text[len(plan.prompts) :], model.logit_scale, model.logit_bias, top, keep_logits)
+        return cls(
+            plan,
+            text[: len(plan.prompts)],
+            text[len(plan.prompts) :],
+            model.logit_scale,
+            model.logit_bias,
+            top,
+            keep_logits,
+        )
 
     def rows(self, paths: Sequence[str], embeddings: np.ndarray, errors: Mapping[int, str]) -> list[dict]:
         """One row per path; a path in `errors` gets its reason and no label. embeddings: [n_paths, dim]"""
@@ -49,26 +64,45 @@ class Labeller:
         rows = []
         for i, path in enumerate(paths):
             if i in errors:
-                rows.append({"path": path, "label": None, "probability": None, "top": [], "baseline_label": None,
-                             "baseline_probability": None, "margin": None, "descriptors": [], "error": errors[i]})  # fmt: skip
+                rows.append(
+                    {
+                        "path": path,
+                        "label": None,
+                        "probability": None,
+                        "top": [],
+                        "baseline_label": None,
+                        "baseline_probability": None,
+                        "margin": None,
+                        "descriptors": [],
+                        "error": errors[i],
+                    }
+                )
                 continue
             best = order[i, : max(1, min(self.top, len(classes)))]
             first = int(best[0])
             span = self.plan.class_slice(first)
             explained = sorted(
-                ({"descriptor": d, "score": float(s)} for d, s in zip(self.plan.descriptors[span], per_prompt[i, span])),
-                key=lambda item: item["score"], reverse=True,
-            )  # fmt: skip
+                (
+                    {"descriptor": d, "score": float(s)}
+                    for d, s in zip(self.plan.descriptors[span], per_prompt[i, span], strict=True)
+                ),
+                key=lambda item: item["score"],
+                reverse=True,
+            )
             runner_up = float(scores[i, order[i, 1]]) if len(classes) > 1 else float("nan")
             base = int(np.argmax(baseline[i]))
             rows.append(
                 {
-                    "path": path, "label": classes[first], "probability": float(probabilities[i, first]),
+                    "path": path,
+                    "label": classes[first],
+                    "probability": float(probabilities[i, first]),
                     "top": [{"class": classes[int(k)], "probability": float(probabilities[i, int(k)])} for k in best],
-                    "baseline_label": classes[base], "baseline_probability": float(baseline_probabilities[i, base]),
+                    "baseline_label": classes[base],
+                    "baseline_probability": float(baseline_probabilities[i, base]),
                     "margin": float(scores[i, first]) - runner_up if len(classes) > 1 else None,
-                    "descriptors": explained, "error": None,
+                    "descriptors": explained,
+                    "error": None,
                     **({"logits": [float(v) for v in scores[i]]} if self.keep_logits else {}),
                 }
-            )  # fmt: skip
+            )
         return rows

@@ -5,8 +5,8 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+from explain.datasets import IMAGE_SUFFIXES
 from explain.errors import ExplainError
-from explain.evaluate import IMAGE_SUFFIXES
 
 
 def read_sources(data: str | Path) -> list[str]:

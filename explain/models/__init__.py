@@ -1,31 +1,51 @@
 """Loading image-text models, by name, behind one interface.
 
-`load_model` picks the backend from the name: open_clip's forms
-(`hf-hub:ORG/REPO`, `open_clip:ARCH/TAG`, or a folder with
-`open_clip_config.json`) go to `open_clip_backend`; plain `ORG/REPO` and a
-folder with a transformers `config.json` go to `transformers_backend`.
-Every model comes back as an `EncoderModel`; nothing above this package
-knows which library built it.
+`BACKENDS` is the one table of backends: each names the model names it
+claims and how it loads them, and `load_model` asks the table in order.
+open_clip's forms (`hf-hub:ORG/REPO`, `open_clip:ARCH/TAG`, or a folder
+with `open_clip_config.json`) go to `open_clip_backend`; everything else (a
+plain `ORG/REPO` or a folder with a transformers `config.json`) goes to
+`transformers_backend`. Every model comes back as an `EncoderModel`;
+nothing above this package knows which library built it. Adding a backend
+is one module and one row here.
 """
+
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from explain.models.base import DEFAULT_MODEL, DEVICES, TEXT_BATCH, EncoderModel, configured_models, resolve_device
 from explain.models.open_clip_backend import is_open_clip_name, load_open_clip
-from explain.models.transformers_backend import _logit_scale_and_bias, load_transformers, wrap_model
+from explain.models.transformers_backend import load_transformers, wrap_model
+
+
+@dataclass(frozen=True)
+class Backend:
+    """One library that builds models: which names it claims, and how it loads one."""
+
+    name: str
+    claims: Callable[[str], bool]
+    load: Callable[[str, str], EncoderModel]  # (model name, device) -> model
+
+
+BACKENDS = (
+    Backend("open_clip", is_open_clip_name, load_open_clip),
+    Backend("transformers", lambda name: True, load_transformers),  # the rest: hub ids and saved folders
+)
 
 
 def load_model(name: str = DEFAULT_MODEL, device: str = "auto") -> EncoderModel:
     """Load a model by any of the supported name forms; fp16 on CUDA, float32 elsewhere."""
-    if is_open_clip_name(name):
-        return load_open_clip(name, device)
-    return load_transformers(name, device)
+    backend = next(backend for backend in BACKENDS if backend.claims(name))
+    return backend.load(name, device)
 
 
 __all__ = [
+    "BACKENDS",
     "DEFAULT_MODEL",
     "DEVICES",
     "TEXT_BATCH",
+    "Backend",
     "EncoderModel",
-    "_logit_scale_and_bias",
     "configured_models",
     "load_model",
     "resolve_device",

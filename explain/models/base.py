@@ -3,25 +3,25 @@
 `EncoderModel` is what the engine, evaluation and the app use: unit-norm
 text and image embeddings, the model's own logit scale and bias, and a
 fingerprint for cache keys. Nothing above this package knows which library
-built a model. Backends live beside it: `transformers_backend` and
-`open_clip_backend`; `loader` picks one from the name.
+built a model. Backends live beside it (`transformers_backend`,
+`open_clip_backend`), and the package's `BACKENDS` table picks one from the
+name. What every backend shares lives here too: the device choice and the
+fingerprint of a model folder.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
-from explain.errors import ExplainError, ModelLoadError
-
-
-class MapsUnavailable(ExplainError):
-    """This model family has no justified per-patch map; the message says why."""
+from explain.errors import HeatmapsUnavailable, ModelLoadError
 
 DEFAULT_MODEL = "openai/clip-vit-base-patch32"
 DEVICES = ("auto", "cpu", "cuda", "mps")
@@ -49,6 +49,18 @@ def resolve_device(device: str = "auto") -> torch.device:
     if device == "mps" and not torch.backends.mps.is_available():
         raise ModelLoadError("--device mps was asked for but Apple's MPS backend is not available")
     return torch.device(device)
+
+
+def folder_fingerprint(folder: str | Path) -> str:
+    """Names the weights in a model folder by its path and its files' names, sizes and times, so that the
+    disk caches never mix two versions of a checkpoint saved to the same place."""
+    folder = Path(folder).resolve()
+    digest = hashlib.blake2b(str(folder).encode(), digest_size=12)
+    for file in sorted(folder.iterdir()):
+        if file.is_file():
+            info = file.stat()
+            digest.update(f"{file.name}:{info.st_size}:{info.st_mtime_ns}".encode())
+    return f"dir:{folder}@{digest.hexdigest()}"
 
 
 class EncoderModel(ABC):
@@ -80,7 +92,9 @@ class EncoderModel(ABC):
         return f"{self.backend}:{self.fingerprint}|{str(self.dtype).removeprefix('torch.')}"
 
     @abstractmethod
-    def encode_texts(self, prompts: Sequence[str], batch_size: int = TEXT_BATCH, progress: Callable[[int], None] | None = None) -> np.ndarray:
+    def encode_texts(
+        self, prompts: Sequence[str], batch_size: int = TEXT_BATCH, progress: Callable[[int], None] | None = None
+    ) -> np.ndarray:
         """Unit-norm text embeddings, in the order given; `progress(n)` after each batch. # [n_prompts, dim]"""
 
     def preprocess(self, images: Sequence[Image.Image]) -> dict[str, torch.Tensor]:
@@ -98,8 +112,11 @@ class EncoderModel(ABC):
         """Unit-norm embeddings of already-preprocessed images. # [n_images, dim]"""
 
     def patch_embeddings(self, image: Image.Image, size: int | None = None) -> np.ndarray:
-        """Unit-norm ClearCLIP patch embeddings of one image, on its patch grid. # [grid_h, grid_w, dim]
+        """Unit-norm ClearCLIP patch embeddings of one image, on its patch grid: what heatmaps are made of.
+        # [grid_h, grid_w, dim]
 
-        Families where the method does not apply raise `MapsUnavailable`.
+        Families where the method does not apply raise `HeatmapsUnavailable`.
         """
-        raise MapsUnavailable(f"maps of where a descriptor matches are not available for {self.name} ({self.backend} model)")
+        raise HeatmapsUnavailable(
+            f"maps of where a descriptor matches are not available for {self.name} ({self.backend} model)"
+        )

@@ -12,15 +12,14 @@ and its logit bias where it has one. This module only loads and encodes.
 from __future__ import annotations
 
 import difflib
-import hashlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from explain.errors import ModelLoadError, first_line
-from explain.models.base import TEXT_BATCH, EncoderModel, MapsUnavailable, resolve_device
+from explain.errors import HeatmapsUnavailable, ModelLoadError, first_line
+from explain.models.base import TEXT_BATCH, EncoderModel, folder_fingerprint, resolve_device
 from explain.scoring import normalise
 
 PREFIX = "open_clip:"
@@ -48,7 +47,16 @@ class OpenClipModel(EncoderModel):
 
     backend = "open_clip"
 
-    def __init__(self, name: str, model: torch.nn.Module, transform: Callable, tokenizer: Callable, device: torch.device, fingerprint: str, notes=()):
+    def __init__(
+        self,
+        name: str,
+        model: torch.nn.Module,
+        transform: Callable,
+        tokenizer: Callable,
+        device: torch.device,
+        fingerprint: str,
+        notes=(),
+    ):
         self.name, self.model, self.tokenizer, self.device = name, model.to(device).eval(), tokenizer, device
         self.dtype = next(model.parameters()).dtype
         self.fingerprint = fingerprint
@@ -62,7 +70,9 @@ class OpenClipModel(EncoderModel):
         self.dim = int(self.encode_texts(["a"]).shape[1])
 
     @torch.inference_mode()
-    def encode_texts(self, prompts: Sequence[str], batch_size: int = TEXT_BATCH, progress: Callable[[int], None] | None = None) -> np.ndarray:
+    def encode_texts(
+        self, prompts: Sequence[str], batch_size: int = TEXT_BATCH, progress: Callable[[int], None] | None = None
+    ) -> np.ndarray:
         """Unit-norm text embeddings, in order. open_clip pads every prompt to the context length, so
         sorting by length would gain nothing here. # [n_prompts, dim]"""
         rows = []
@@ -87,14 +97,22 @@ class OpenClipModel(EncoderModel):
         from open_clip.transformer import VisionTransformer
 
         visual = self.model.visual
-        if not isinstance(visual, VisionTransformer) or visual.attn_pool is not None or visual.pool_type != "tok" or visual.final_ln_after_pool:
-            raise MapsUnavailable(
+        if (
+            not isinstance(visual, VisionTransformer)
+            or visual.attn_pool is not None
+            or visual.pool_type != "tok"
+            or visual.final_ln_after_pool
+        ):
+            raise HeatmapsUnavailable(
                 f"maps of where a descriptor matches are not available for {self.name}: ClearCLIP's recipe needs a ViT "
                 f"tower pooled by its class token, and this one is a {type(visual).__name__}"
                 + (" with attention pooling" if getattr(visual, "attn_pool", None) is not None else "")
             )
         if size is not None:
-            raise MapsUnavailable(f"a finer grid for {self.name} would need interpolated position embeddings, which open_clip's tower does not offer")
+            raise HeatmapsUnavailable(
+                f"a finer grid for {self.name} would need interpolated position embeddings, "
+                "which open_clip's tower does not offer"
+            )
         pixels = self.image_processor(images=[image])["pixel_values"].to(self.device, self.dtype)
         x = visual._embeds(pixels)  # [1, tokens, width]: patches, class token, positions, ln_pre
         batch_first = getattr(visual.transformer, "batch_first", True)
@@ -122,7 +140,9 @@ def load_open_clip(name: str, device: str = "auto") -> OpenClipModel:
     try:
         import open_clip
     except ImportError as error:  # open_clip needs torchvision, which not every torch build has beside it
-        raise ModelLoadError(f"cannot load {name!r}: open_clip is not importable ({first_line(error)}); pip install open_clip_torch") from None
+        raise ModelLoadError(
+            f"cannot load {name!r}: open_clip is not importable ({first_line(error)}); pip install open_clip_torch"
+        ) from None
     target = resolve_device(device)
     precision = "fp16" if target.type == "cuda" else "fp32"
     notes: list[str] = []
@@ -134,12 +154,18 @@ def load_open_clip(name: str, device: str = "auto") -> OpenClipModel:
         model_name, pretrained, fingerprint = name, None, name
     else:
         folder = Path(name).resolve()
-        model_name, pretrained, fingerprint = f"local-dir:{folder}", None, _folder_fingerprint(folder)
+        model_name, pretrained, fingerprint = f"local-dir:{folder}", None, folder_fingerprint(folder)
     try:
-        model, _, transform = open_clip.create_model_and_transforms(model_name, pretrained=pretrained, precision=precision, device=target)
+        model, _, transform = open_clip.create_model_and_transforms(
+            model_name, pretrained=pretrained, precision=precision, device=target
+        )
         tokenizer = open_clip.get_tokenizer(model_name)
     except Exception as error:  # open_clip raises RuntimeError, ValueError, OSError... for a bad name or no network
-        hint = "" if Path(name).is_dir() else "; without internet, pass --model DIR with a folder holding open_clip_config.json and its weights"
+        hint = (
+            ""
+            if Path(name).is_dir()
+            else "; without internet, pass --model DIR with a folder holding open_clip_config.json and its weights"
+        )
         raise ModelLoadError(f"cannot load model {name!r}: {first_line(error)}{hint}") from None
     return OpenClipModel(name, model, transform, tokenizer, target, fingerprint, notes)
 
@@ -150,10 +176,14 @@ def _checked_arch_and_tag(open_clip, arch: str, tag: str, notes: list[str]) -> t
     models = open_clip.list_models()
     if arch not in models:
         near = difflib.get_close_matches(arch, models, n=5, cutoff=0.5)
-        raise ModelLoadError(f"open_clip has no architecture {arch!r}" + (f"; did you mean {', '.join(near)}?" if near else ""))
+        raise ModelLoadError(
+            f"open_clip has no architecture {arch!r}" + (f"; did you mean {', '.join(near)}?" if near else "")
+        )
     tags = open_clip.list_pretrained_tags_by_model(arch)
     if not tag:
-        raise ModelLoadError(f"name a pretrained tag: open_clip:{arch}/TAG, where TAG is one of {', '.join(tags) or '(none)'}")
+        raise ModelLoadError(
+            f"name a pretrained tag: open_clip:{arch}/TAG, where TAG is one of {', '.join(tags) or '(none)'}"
+        )
     if tag not in tags:
         near = difflib.get_close_matches(tag, tags, n=5, cutoff=0.4) or tags[:8]
         raise ModelLoadError(f"open_clip has no pretrained tag {tag!r} for {arch}; its tags include {', '.join(near)}")
@@ -165,12 +195,3 @@ def _checked_arch_and_tag(open_clip, arch: str, tag: str, notes: list[str]) -> t
         )
         arch = f"{arch}-quickgelu"
     return arch, tag
-
-
-def _folder_fingerprint(folder: Path) -> str:
-    digest = hashlib.blake2b(str(folder).encode(), digest_size=12)
-    for file in sorted(folder.iterdir()):
-        if file.is_file():
-            info = file.stat()
-            digest.update(f"{file.name}:{info.st_size}:{info.st_mtime_ns}".encode())
-    return f"dir:{folder}@{digest.hexdigest()}"

@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from explain.errors import ModelLoadError, first_line
-from explain.models.base import TEXT_BATCH, EncoderModel, MapsUnavailable, resolve_device
+from explain.errors import HeatmapsUnavailable, ModelLoadError, first_line
+from explain.models.base import TEXT_BATCH, EncoderModel, folder_fingerprint, resolve_device
 from explain.scoring import normalise
 
 
@@ -39,7 +39,7 @@ class TransformersModel(EncoderModel):
     backend = "transformers"
 
     def __post_init__(self) -> None:
-        self.logit_scale, self.logit_bias = _logit_scale_and_bias(self.model)
+        self.logit_scale, self.logit_bias = logit_scale_and_bias(self.model)
         self.tokenizer = self.processor.tokenizer
         self.image_processor = self.processor.image_processor
         self._text_args = set(inspect.signature(self.model.get_text_features).parameters)
@@ -79,8 +79,11 @@ class TransformersModel(EncoderModel):
             rows = order[start : start + batch_size]
             fixed = {"max_length": self.max_text_length} if self._pad_to_max else {}
             batch = self.tokenizer.pad(
-                {key: [values[i] for i in rows] for key, values in tokens.items()}, padding=padding, return_tensors="pt", **fixed
-            )  # fmt: skip
+                {key: [values[i] for i in rows] for key, values in tokens.items()},
+                padding=padding,
+                return_tensors="pt",
+                **fixed,
+            )
             inputs = {k: v.to(self.device) for k, v in batch.items() if k in self._text_args}
             embeddings[rows] = _pooled(self.model.get_text_features(**inputs))
             if progress is not None:
@@ -111,14 +114,20 @@ class TransformersModel(EncoderModel):
         """
         tower = getattr(self.model, "vision_model", None)
         needed = ("embeddings", "pre_layrnorm", "encoder", "post_layernorm")
-        if tower is None or not all(hasattr(tower, part) for part in needed) or not hasattr(self.model, "visual_projection"):
+        if (
+            tower is None
+            or not all(hasattr(tower, part) for part in needed)
+            or not hasattr(self.model, "visual_projection")
+        ):
             kind = self.model.config.model_type
             why = {
-                "siglip": "SigLIP has no class token and pools with an attention head, so ClearCLIP's last-block recipe does not carry over",
-                "siglip2": "SigLIP 2 has no class token and pools with an attention head, so ClearCLIP's last-block recipe does not carry over",
+                "siglip": "SigLIP has no class token and pools with an attention head, "
+                "so ClearCLIP's last-block recipe does not carry over",
+                "siglip2": "SigLIP 2 has no class token and pools with an attention head, "
+                "so ClearCLIP's last-block recipe does not carry over",
                 "align": "ALIGN's image tower is convolutional (EfficientNet), not a ViT with patch tokens",
             }.get(kind, f"{kind} has no CLIP-style ViT image tower")
-            raise MapsUnavailable(f"maps of where a descriptor matches are not available for {self.name}: {why}")
+            raise HeatmapsUnavailable(f"maps of where a descriptor matches are not available for {self.name}: {why}")
         pixels = self.pixels_at(image, size)
         x = tower.pre_layrnorm(tower.embeddings(pixels, interpolate_pos_encoding=size is not None))
         for layer in tower.encoder.layers[:-1]:
@@ -163,10 +172,14 @@ def load_transformers(name: str, device: str = "auto") -> TransformersModel:
     return wrap_model(model, processor, name, target)
 
 
-def wrap_model(model: torch.nn.Module, processor: object, name: str, device: torch.device | str = "cpu") -> TransformersModel:
+def wrap_model(
+    model: torch.nn.Module, processor: object, name: str, device: torch.device | str = "cpu"
+) -> TransformersModel:
     """Wrap an already-built model and processor (used by `load_model`, tests and benchmarks)."""
     if not (hasattr(model, "get_text_features") and hasattr(model, "get_image_features")):
-        raise ModelLoadError(f"{name!r} is a {type(model).__name__}, not an image-text model with text and image encoders")
+        raise ModelLoadError(
+            f"{name!r} is a {type(model).__name__}, not an image-text model with text and image encoders"
+        )
     if not (hasattr(processor, "tokenizer") and hasattr(processor, "image_processor")):
         raise ModelLoadError(f"{name!r} has no processor with both a tokenizer and an image processor")
     device = torch.device(device)
@@ -181,7 +194,7 @@ def _pooled(output) -> np.ndarray:
     return tensor.float().cpu().numpy()
 
 
-def _logit_scale_and_bias(model: torch.nn.Module) -> tuple[float, float]:
+def logit_scale_and_bias(model: torch.nn.Module) -> tuple[float, float]:
     """The factor and offset that turn a cosine into this model's logit."""
     if hasattr(model, "logit_scale"):
         scale = float(model.logit_scale.detach().float().exp())
@@ -203,14 +216,8 @@ def _max_text_length(tokenizer, config) -> int:
 
 def _fingerprint(name: str, model: torch.nn.Module) -> str:
     """Names the exact weights, so disk caches never mix two versions of a checkpoint."""
-    path = Path(name)
-    if path.is_dir():
-        digest = hashlib.blake2b(str(path.resolve()).encode(), digest_size=12)
-        for file in sorted(path.iterdir()):
-            if file.is_file():
-                stat = file.stat()
-                digest.update(f"{file.name}:{stat.st_size}:{stat.st_mtime_ns}".encode())
-        return f"dir:{path.resolve()}@{digest.hexdigest()}"
+    if Path(name).is_dir():
+        return folder_fingerprint(name)
     revision = getattr(model.config, "_commit_hash", None)
     if revision:
         return f"hub:{name}@{revision}"

@@ -1,0 +1,121 @@
+"""Room: where in the image does a descriptor match? A heatmap per descriptor, over the photo.
+
+The picker offers the descriptors of the top two classes; the chosen one's
+heatmap is drawn over the image with its scale and a caption saying what
+the colours mean. "The descriptor alone" maps the descriptor without the
+class name in its prompt. The heatmaps come from `Explainer.heatmaps`,
+whose patch embeddings are cached, so switching descriptors costs no image
+forward. The API's /heatmap uses `heatmaps_for` too.
+"""
+
+from __future__ import annotations
+
+import gradio as gr
+from PIL import Image
+
+from descriptors.limits import RequestLimits
+from explain import ExplainerPool, ExplainError, Heatmaps, open_image
+from explain.heatmap_drawing import draw_heatmap
+from web.messages import USER_ERRORS
+from web.uploads import file_path
+
+SEPARATOR = " · "  # between the class and the descriptor in the picker
+
+
+def heatmap_choices(record: dict | None) -> list[str]:
+    """The descriptors of the top two classes of a result, as the picker offers them."""
+    if not record or not record.get("predictions"):
+        return []
+    return [
+        f"{p['class']}{SEPARATOR}{d['descriptor']}"
+        for p in record["predictions"][:2]
+        if not p.get("fallback")
+        for d in p["descriptors"]
+    ]
+
+
+def kept_choice(choices: list[str], current: str | None) -> str | None:
+    """The picker's value after its choices changed: the current one if still offered, else the first."""
+    return current if current in choices else (choices[0] if choices else None)
+
+
+def heatmaps_for(
+    models: ExplainerPool,
+    limits: RequestLimits,
+    model_name: str | None,
+    picture: Image.Image,
+    name: str,
+    classes_text: str,
+    descriptors: dict,
+    class_name: str,
+    alone: bool = False,
+) -> Heatmaps:
+    """The heatmaps of one class's descriptors on an opened image, within the request limits."""
+    chosen = limits.choose(classes_text, descriptors)
+    return models.get(model_name).heatmaps(picture, chosen, [class_name], alone=alone, name=name)
+
+
+def descriptor_heatmap(
+    models: ExplainerPool,
+    limits: RequestLimits,
+    model_name: str | None,
+    image,
+    classes_text: str,
+    descriptors: dict,
+    choice: str | None,
+    alone: bool = False,
+):
+    """The chosen descriptor's heatmap over the image: (picture or None, caption)."""
+    path = file_path(image)
+    if not path or not choice or SEPARATOR not in choice:
+        return None, "Pick a descriptor to see where in the image it matches."
+    class_name, descriptor = choice.split(SEPARATOR, 1)
+    try:
+        picture = open_image(path, "The image")
+        heatmaps = heatmaps_for(
+            models, limits, model_name, picture, "The image", classes_text, descriptors, class_name, alone
+        )
+    except USER_ERRORS as error:
+        return None, f"No heatmap: {error}"
+    try:
+        entry = heatmaps.find(class_name, descriptor)
+    except ExplainError:
+        return None, "That descriptor is no longer in the list; pick another."
+    low, high = heatmaps.scale(class_name)
+    height, width = entry.grid.shape
+    caption = (
+        f"Where “{descriptor}” matches for {class_name}: its score at each of {height}×{width} patches, "
+        f"from {low:.2f} (dark blue) to {high:.2f} (yellow), the same units as its bar and one scale for all of "
+        f"{class_name}'s descriptors. Prompt: “{entry.prompt}”. Greyed: outside the centre square the model saw. "
+        "Method: ClearCLIP (Lan et al., ECCV 2024)."
+    )
+    return draw_heatmap(picture, entry.grid, low, high, heatmaps.region), caption
+
+
+def build(ctx) -> None:
+    """The accordion: a descriptor picker, the alone switch, the heatmap and its caption."""
+    with gr.Accordion("Where in the image does a descriptor match?", open=False, elem_id="descry-heatmap"):
+        with gr.Row():
+            ctx.ui.heatmap_picker = gr.Dropdown([], label="Descriptor", scale=4)
+            ctx.ui.heatmap_alone = gr.Checkbox(False, label="the descriptor alone (without the class name)", scale=2)
+        ctx.ui.heatmap_image = gr.Image(label="Heatmap", interactive=False, height=320, elem_id="descry-heatmap-image")
+        ctx.ui.heatmap_caption = gr.Markdown(elem_id="descry-heatmap-caption")
+
+
+def wire(ctx) -> None:
+    ui = ctx.ui
+
+    def show(model_name, image_value, classes_text, descriptors, choice, alone):
+        return descriptor_heatmap(
+            ctx.models, ctx.limits, model_name, image_value, classes_text, descriptors, choice, alone
+        )
+
+    for event in (ui.heatmap_picker.change, ui.heatmap_alone.change):
+        event(
+            show,
+            [ui.model, ui.image, ui.classes, ui.descriptor_set, ui.heatmap_picker, ui.heatmap_alone],
+            [ui.heatmap_image, ui.heatmap_caption],
+            preprocess=False,
+            api_visibility="private",
+            trigger_mode="always_last",
+        )

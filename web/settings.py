@@ -1,0 +1,79 @@
+"""The app's settings, read from the environment once, at start.
+
+Everything an owner sets for a shared app (where datasets may be read
+from, where uploads are unpacked, how much disk that may use, who may
+spend the LLM key) is one frozen `Settings`, built by `from_environment`
+and passed to every part of the page. Nothing else in the web package
+reads the environment. A setting that cannot be read is one line naming
+the variable.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+MB = 2**20
+
+
+class SettingsError(ValueError):
+    """An environment variable that does not hold what it should; the message names it."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What the owner of a shared app chose, with the defaults of `python app.py`."""
+
+    data_root: Path | None = None  # DESCRY_DATA_ROOT: server folders a visitor may evaluate
+    work_dir: Path = Path(tempfile.gettempdir()) / "descry-work"  # DESCRY_WORK_DIR: unpacked uploads, reports
+    max_work_bytes: int = 2048 * MB  # DESCRY_WORK_MB: the work folder, all runs together
+    keep_work_folders: int = 2  # the newest are kept even over the cap: their run may still be writing
+    max_zip_bytes: int = 200 * MB  # DESCRY_MAX_ZIP_MB: one uploaded zip
+    max_zip_files: int = 20_000
+    downloads: Path = Path(tempfile.gettempdir()) / "descry-downloads"  # descriptor files for the download button
+    max_downloads: int = 200  # the oldest go first
+    llm_public: bool = True  # DESCRY_LLM_PUBLIC=0: visitors may not spend the owner's LLM key
+    llm_token: str | None = None  # DESCRY_LLM_TOKEN: the API needs this token to reach the LLM
+    llm_timeout: float = 30.0  # DESCRY_LLM_TIMEOUT: seconds per LLM request
+
+    @property
+    def max_unzipped_bytes(self) -> int:
+        """What one zip may expand to."""
+        return 4 * self.max_zip_bytes
+
+    @property
+    def max_upload_bytes(self) -> int:
+        """Per uploaded file: a dataset zip is the largest thing a visitor sends."""
+        return max(self.max_zip_bytes, 20 * MB)
+
+    @classmethod
+    def from_environment(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """The settings the environment gives, the defaults for the rest."""
+        env = os.environ if environ is None else environ
+        defaults = cls()
+        root = env.get("DESCRY_DATA_ROOT")
+        return cls(
+            data_root=Path(root) if root else None,
+            work_dir=Path(env.get("DESCRY_WORK_DIR") or defaults.work_dir),
+            max_work_bytes=int(_number(env, "DESCRY_WORK_MB", defaults.max_work_bytes / MB) * MB),
+            max_zip_bytes=int(_number(env, "DESCRY_MAX_ZIP_MB", defaults.max_zip_bytes / MB) * MB),
+            llm_public=env.get("DESCRY_LLM_PUBLIC", "1").strip().lower() not in ("0", "false", "no", "off"),
+            llm_token=env.get("DESCRY_LLM_TOKEN") or None,
+            llm_timeout=_number(env, "DESCRY_LLM_TIMEOUT", defaults.llm_timeout),
+        )
+
+
+def _number(env: Mapping[str, str], name: str, default: float) -> float:
+    text = env.get(name)
+    if not text:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        raise SettingsError(f"{name}={text!r} is not a number") from None
+    if not value > 0:
+        raise SettingsError(f"{name}={text!r} must be more than 0")
+    return value

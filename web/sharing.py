@@ -1,0 +1,157 @@
+"""Room: the session's state, kept in the browser, and links that open the same explanation anywhere.
+
+Each browser session's descriptor set lives in `gr.State` (server-side, per
+session); what the visitor would lose on a reload is also kept in the
+browser (`gr.BrowserState`) and comes back when the page is opened again.
+"Copy link" packs the classes and their descriptors (and the image, when it
+is one of the examples) into a compressed URL-safe token after `?s=`. A
+link that is damaged, too long or holds something other than an
+explanation is refused with a message, and the demo set is shown.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import zlib
+
+import gradio as gr
+
+from descriptors import DescriptorError, descriptors_of, parse_class_list, require_distinct
+from descriptors.limits import RequestLimits
+from descriptors.store import parse_descriptors, parse_json
+from web.context import QUIET
+from web.examples import EXAMPLE_CLASSES, FIRST_EXAMPLE, example_name, example_path
+from web.messages import note
+from web.uploads import file_path
+
+MAX_LINK_CHARS = 6000  # what goes after "?s=": browsers and servers take URLs of 8 KB and more
+MAX_STATE_BYTES = 256 * 1024  # what a link may decompress to
+
+# After the server made the link's token, the browser turns it into a URL and tries to copy it.
+LINK_JS = """
+(token) => {
+    if (!token) { return ""; }
+    const url = window.location.origin + window.location.pathname + "?s=" + token;
+    if (navigator.clipboard) { navigator.clipboard.writeText(url).catch(() => {}); }
+    return url;
+}
+"""
+
+
+def encode_state(classes_text: str, descriptors: dict, image=None) -> str:
+    """The classes, their descriptors and (for an example) the image, as a compact URL-safe string."""
+    names = parse_class_list(classes_text or "")
+    payload = {"v": 1, "c": classes_text or "", "d": {name: descriptors_of(descriptors, name) for name in names}}
+    example = example_name(file_path(image))
+    if example:
+        payload["i"] = example
+    packed = zlib.compress(json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8"), 9)
+    token = base64.urlsafe_b64encode(packed).decode("ascii").rstrip("=")
+    if len(token) > MAX_LINK_CHARS:
+        raise DescriptorError(
+            f"this set is too large for a link ({len(token):,} characters; the limit is {MAX_LINK_CHARS:,}); "
+            "use Download JSON instead"
+        )
+    return token
+
+
+def decode_state(token: str, limits: RequestLimits = RequestLimits()) -> tuple[str, dict, str | None]:
+    """(classes text, descriptors, example image path or None) from a link, or DescriptorError saying why not."""
+    if len(token) > MAX_LINK_CHARS:
+        raise DescriptorError(f"the link's state is {len(token):,} characters long; the limit is {MAX_LINK_CHARS:,}")
+    try:
+        packed = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        unpacker = zlib.decompressobj()
+        text = unpacker.decompress(packed, MAX_STATE_BYTES)
+        if unpacker.unconsumed_tail:
+            raise DescriptorError(f"the link's state unpacks to more than {MAX_STATE_BYTES // 1024} KB")
+        text = text.decode("utf-8")
+    except (binascii.Error, ValueError, zlib.error) as error:
+        if isinstance(error, DescriptorError):
+            raise
+        raise DescriptorError("the link's state is damaged (it is not what the Copy link button makes)") from None
+    payload = parse_json(text, "the link's state")
+    if not isinstance(payload, dict) or not isinstance(payload.get("c"), str) or not isinstance(payload.get("d"), dict):
+        raise DescriptorError("the link's state is not a Descry explanation")
+    descriptors = require_distinct(parse_descriptors(payload["d"], "the link's descriptors"))
+    limits.choose(payload["c"], descriptors)
+    return payload["c"], descriptors, example_path(payload.get("i"))
+
+
+def restore(token: str, saved, shipped: dict, limits: RequestLimits):
+    """What the page opens with: a shared link wins, then what this browser remembered, then the first example.
+
+    Returns (descriptors, classes text, image, message), each None where the page keeps what it has.
+    """
+    if token:
+        try:
+            classes_text, descriptors, example = decode_state(token, limits)
+        except DescriptorError as error:
+            message = f"Could not open the link: {error}. Showing the demo set instead."
+            return shipped, EXAMPLE_CLASSES[FIRST_EXAMPLE.stem], None, note("error", message)
+        opened = "Opened a shared explanation." + ("" if example else " Add an image to see it.")
+        return descriptors, classes_text, example, note("done", opened)
+    if isinstance(saved, dict) and isinstance(saved.get("descriptors"), dict) and isinstance(saved.get("classes"), str):
+        try:
+            descriptors = require_distinct(parse_descriptors(saved["descriptors"], "the saved session"))
+            limits.choose(saved["classes"], descriptors)
+            return descriptors, saved["classes"], None, None
+        except DescriptorError:
+            pass  # a damaged memory is forgotten quietly: the demo set is shown
+    return None, None, None, None
+
+
+def build_state(ctx) -> None:
+    """The session's descriptor set (server-side) and what the browser remembers of it."""
+    ctx.ui.descriptor_set = gr.State(ctx.shipped)
+    ctx.ui.remembered = gr.BrowserState({}, storage_key="descry-session")
+
+
+def build_button(ctx) -> None:
+    ctx.ui.link_button = gr.Button("Copy link", size="sm")
+
+
+def build_link_box(ctx) -> None:
+    ctx.ui.link_token = gr.Textbox(visible=False)
+    ctx.ui.link_box = gr.Textbox(
+        label="Link to this explanation", visible=False, interactive=False, buttons=["copy"], elem_id="descry-link"
+    )
+
+
+def wire(ctx) -> None:
+    ui = ctx.ui
+
+    def make_link(descriptors, classes_text, image_value):
+        try:
+            token = encode_state(classes_text, descriptors, image_value)
+        except DescriptorError as error:
+            return "", gr.update(visible=False), note("error", f"Could not make a link: {error}")
+        kept = (
+            "the image"
+            if example_name(file_path(image_value))
+            else "not the image (only the examples travel in a link)"
+        )
+        return (
+            token,
+            gr.update(visible=True),
+            note("done", f"Link copied: it holds the classes and their descriptors, {kept}."),
+        )
+
+    made = ui.link_button.click(
+        make_link,
+        [ui.descriptor_set, ui.classes, ui.image],
+        [ui.link_token, ui.link_box, ui.message],
+        preprocess=False,
+        **QUIET,
+    )
+    made.then(None, ui.link_token, ui.link_box, js=LINK_JS, **QUIET)
+
+    def on_open(saved, request: gr.Request):
+        token = (request.query_params.get("s") if request is not None else None) or ""
+        restored = restore(token, saved, ctx.shipped, ctx.limits)
+        return tuple(gr.skip() if value is None else value for value in restored)
+
+    opened = ctx.page.load(on_open, [ui.remembered], [ui.descriptor_set, ui.classes, ui.image, ui.message], **QUIET)
+    ctx.after_change(opened, remember=False)
