@@ -3,11 +3,11 @@
 import numpy as np
 import pytest
 import torch
-from explain.heatmap_drawing import draw_heatmap
 
 from explain import Explainer, ExplainError, load_model
 from explain.cli import main
 from explain.errors import HeatmapsUnavailable
+from explain.heatmap_drawing import draw_heatmap
 from explain.scoring import normalise
 from tests.conftest import FROGS, random_image
 from tests.tiny_models import save_tiny_align, save_tiny_open_clip
