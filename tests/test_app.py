@@ -69,23 +69,31 @@ def no_llm(monkeypatch):
 
 
 def test_explain_returns_three_charts_a_record_and_a_status(models, image_file):
-    ranking, descriptors, contrast, record, headline, message = explain_image(
-        models, image_file, "tree frog, tailed frog, axolotl", FROGS
+    shown = explain_image(models, image_file, "tree frog, tailed frog, axolotl", FROGS)
+    ranking, descriptors, contrast, record, headline = (
+        shown.ranking,
+        shown.descriptors,
+        shown.contrast,
+        shown.record,
+        shown.headline,
     )
+    assert shown.state == "ok" and shown.message == ""
     scores = [p["score"] for p in record["predictions"]]
     assert scores == sorted(scores, reverse=True)
     assert {p["class"] for p in record["predictions"]} == {"tree frog", "tailed frog", "axolotl"}
     assert record["contrast"]["margin"] == pytest.approx(
         record["predictions"][0]["score"] - record["predictions"][1]["score"]
     )
-    assert len(ranking.data) == 2 and len(descriptors.data) == 3 and len(contrast.data) == 3
-    assert "scored 3 classes" in headline and "No descriptors, scored with the template: axolotl." in headline
+    assert len(ranking.data) == 2 and len(descriptors.data) == 3 and len(contrast.data) == 4
+    assert "scored 3 classes" in headline
+    # What the visitor should know about the set stands out from the grey details line.
+    assert '<div class="descry-warning">No descriptors, scored with the template: axolotl.</div>' in headline
     top = record["predictions"][0]
-    assert 'class="descry-answer"' in headline and f"{top['class']} " in headline and message == ""
+    assert 'class="descry-answer"' in headline and f"{top['class']} " in headline
 
 
 def test_explain_matches_the_engine(models, image_file):
-    record = explain_image(models, image_file, "tree frog, bullfrog", FROGS)[3]
+    record = explain_image(models, image_file, "tree frog, bullfrog", FROGS).record
     engine = models.get().classify(
         image_file, {"tree frog": FROGS["tree frog"], "bullfrog": FROGS["bullfrog"]}, name="image"
     )
@@ -97,9 +105,10 @@ def test_editing_one_descriptor_re_encodes_one_prompt_only(models, image_file):
     explainer = models.get()
     images_before, texts_before = explainer.images_encoded, explainer.texts_encoded
     edited = editor.edit_features(FROGS, "Tree_Frog", "webbed hind feet\n" + "\n".join(FROGS["tree frog"][1:]))
-    _, figure, _, record, headline, _ = explain_image(models, image_file, "tree frog, tailed frog", edited)
+    shown = explain_image(models, image_file, "tree frog, tailed frog", edited)
+    record = shown.record
     assert explainer.texts_encoded - texts_before == 1 and explainer.images_encoded == images_before
-    assert "1 new prompts encoded" in headline
+    assert "1 new prompts encoded" in shown.headline
     tree = next(p for p in record["predictions"] if p["class"] == "tree frog")
     assert "webbed hind feet" in {d["descriptor"] for d in tree["descriptors"]}
 
@@ -129,16 +138,17 @@ def test_editor_follows_the_class_list():
     ],
 )
 def test_bad_class_lists_are_messages(models, image_file, classes, message):
-    ranking, descriptors, contrast, record, headline, status = explain_image(models, image_file, classes, FROGS)
-    assert (ranking, descriptors, contrast, record, headline) == (None, None, None, None, "")
+    shown = explain_image(models, image_file, classes, FROGS)
+    assert shown.state == "error" and (shown.ranking, shown.record, shown.headline) == (None, None, "")
+    status = shown.message
     assert 'class="descry-message descry-error"' in status and "Could not explain: " in status and message in status
 
 
 def test_three_hundred_classes_work(models, image_file):
     classes = ", ".join(f"class {i}" for i in range(300))
-    ranking, _, _, record, headline, _ = explain_image(models, image_file, classes, {})
-    assert len(record["predictions"]) == 300 and "top 15 of 300" in ranking.layout.title.text
-    assert "scored 300 classes" in headline
+    shown = explain_image(models, image_file, classes, {})
+    assert len(shown.record["predictions"]) == 300 and "top 15 of 300" in shown.ranking.figure().layout.title.text
+    assert "scored 300 classes" in shown.headline
 
 
 def test_bad_images_are_messages(models, tmp_path):
@@ -146,22 +156,26 @@ def test_bad_images_are_messages(models, tmp_path):
     text.write_text("not an image")
     huge = tmp_path / "huge.png"
     Image.new("1", (10_000, 10_000)).save(huge)
-    assert "not a recognised image format" in explain_image(models, str(text), "newt", {})[5]
-    assert "100 megapixels" in explain_image(models, {"path": str(huge)}, "newt", {})[5]
-    assert "Upload an image" in explain_image(models, None, "newt", {})[5]
+    assert "not a recognised image format" in explain_image(models, str(text), "newt", {}).message
+    assert "100 megapixels" in explain_image(models, {"path": str(huge)}, "newt", {}).message
+    empty = explain_image(models, None, "newt", {})
+    assert empty.state == "empty" and "Upload an image" in empty.message
 
 
 def test_an_unloadable_model_is_a_message_and_is_tried_once(image_file):
     models = ExplainerPool(["no-such-org/no-such-model"], device="cpu")
     error = models.load_error()
     assert "cannot load model 'no-such-org/no-such-model'" in error
-    status = explain_image(models, image_file, "newt", {})[5]
-    assert "cannot load model" in status
+    shown = explain_image(models, image_file, "newt", {})
+    # One panel says why and what to do, in place of the explanation: no message beside it, no empty charts.
+    assert shown.state == "error" and shown.message == "" and shown.ranking is None
+    assert "cannot load model" in shown.headline and "python app.py --model DIR" in shown.headline
+    assert "HF_HUB_OFFLINE=1" in shown.headline
     assert build_app(models, load_error=error) is not None
 
 
 def test_generate_without_an_llm_says_how_to_configure_one(no_llm):
-    descriptors, status = editor.generate_missing({"newt": []}, "newt", LIMITS, llm_gate.app_llm(Settings()))
+    descriptors, status, _ = editor.generate_missing({"newt": []}, "newt", LIMITS, llm_gate.app_llm(Settings()))
     assert descriptors == {"newt": []} and "OPENAI_API_KEY" in status and "OPENAI_BASE_URL" in status
 
 
@@ -169,9 +183,10 @@ def test_generate_fills_only_missing_classes():
     with FakeLLM() as server:
         server.script("axolotl", answer("- feathery gills\n- a wide head"))
         llm = llm_for(server)
-        descriptors, status = editor.generate_missing({"newt": ["a crest"]}, "newt, axolotl", LIMITS, llm)
+        descriptors, status, shown = editor.generate_missing({"newt": ["a crest"]}, "newt, axolotl", LIMITS, llm)
         assert descriptors == {"newt": ["a crest"], "axolotl": ["feathery gills", "a wide head"]}
         assert [r["class"] for r in server.requests] == ["axolotl"] and "1 of 1 classes" in status
+        assert shown == "axolotl" and "The editor shows axolotl." in status  # the editor switches to what came
         again = editor.generate_missing(descriptors, "newt, axolotl", LIMITS, llm)[1]
         assert "Every class already has descriptors." in again
 
@@ -179,7 +194,7 @@ def test_generate_fills_only_missing_classes():
 def test_generate_timeout_is_a_message_and_keeps_the_set():
     with FakeLLM() as server:
         server.script("axolotl", stall(2.0))
-        descriptors, status = editor.generate_missing(
+        descriptors, status, _ = editor.generate_missing(
             {"newt": ["a crest"]}, "newt, axolotl", LIMITS, llm_for(server, timeout=0.3)
         )
         assert descriptors == {"newt": ["a crest"]}
@@ -264,15 +279,26 @@ def test_zip_of_an_image_folder_is_evaluated(models, tmp_path, settings):
         for i in range(3)
     }
     archive = make_zip(tmp_path / "data.zip", entries)
-    rows, report, galleries, views, status = evaluate_tab.evaluate_upload(
-        models, settings, None, {"path": str(archive)}, None, FROGS, None
+    stages = []
+    done = evaluate_tab.evaluate_upload(
+        models, settings, None, {"path": str(archive)}, None, FROGS, None, lambda value, desc: stages.append(desc)
     )
-    short = Path(models.names[0]).name  # the table shows short model names
-    assert [row[:2] for row in rows] == [[short, "descriptors"], [short, "baseline"], [short, "waffle"]]
-    assert all(0.0 <= row[2] <= 1.0 for row in rows)
+    rows, report, galleries, status = done.rows, done.report, done.galleries, done.message
+    short = Path(models.names[0]).name  # the table shows short model names, methods in words, percentages
+    assert [row[:2] for row in rows] == [
+        [short, "by description"],
+        [short, "template alone"],
+        [short, "random descriptors"],
+    ]
+    assert all(re.fullmatch(r"\d+\.\d%", row[2]) for row in rows) and {row[3] for row in rows} == {"n/a"}
     assert report.endswith("report.html") and open(report, encoding="utf-8").read().startswith("<!DOCTYPE html>")
     assert "Evaluated 6 images in 2 classes." in status
-    assert views == list(galleries) and all(items for items in galleries.values())  # only views with samples
+    assert all(items for items in galleries.values())  # only views with samples
+    assert done.classes == "tailed frog, tree frog"  # as the Explain tab takes them: descriptor keys, folder order
+    # One progress display that names each stage as it comes.
+    named = list(dict.fromkeys(stages))
+    assert named[:2] == ["Unpacking the zip", "Loading the models"] and named[-1] == "Writing the report"
+    assert f"Embedding images with {short}" in named
     assert all(" → " in caption for items in galleries.values() for _, caption in items)
     some_view = next(name for name, items in galleries.items() if items)
     assert evaluate_tab.view_gallery(galleries, some_view)[0][1].split(" → ")[0] in {"tree_frog", "tailed frog"}
@@ -331,7 +357,8 @@ def test_server_folders_stay_under_the_root(tmp_path):
 
 
 def test_evaluate_without_a_source_is_a_message(models, settings):
-    assert evaluate_tab.evaluate_upload(models, settings, None, None, None, FROGS, None)[4].startswith("Upload a zip")
+    done = evaluate_tab.evaluate_upload(models, settings, None, None, None, FROGS, None)
+    assert done.message.startswith("Upload a zip") and done.report is None
 
 
 def test_a_zip_that_lies_about_its_contents_leaves_nothing_behind(models, tmp_path, settings):
@@ -342,7 +369,7 @@ def test_a_zip_that_lies_about_its_contents_leaves_nothing_behind(models, tmp_pa
     spot = data.index(png_bytes(2)[:8]) + 40  # inside the second image's stored bytes: its CRC no longer matches
     data[spot] ^= 0xFF
     archive.write_bytes(bytes(data))
-    *_, status = evaluate_tab.evaluate_upload(models, settings, None, {"path": str(archive)}, None, FROGS, None)
+    status = evaluate_tab.evaluate_upload(models, settings, None, {"path": str(archive)}, None, FROGS, None).message
     assert "the zip is damaged or unsupported" in status and "Bad CRC" in status
     assert list((tmp_path / "work").iterdir()) == []
 
@@ -377,10 +404,12 @@ def test_work_folders_are_pruned_oldest_first(tmp_path, settings):
 
 def test_launch_limits_uploads_and_serves_the_data_root(models, tmp_path):
     assert build_app(models).delete_cache == (3600, 86400)  # Gradio sweeps its upload cache
-    rooted = Settings(data_root=tmp_path)
+    # The data root and the work folder, wherever it is, are served: the Evaluate tab shows their images.
+    rooted = Settings(data_root=tmp_path / "data", work_dir=tmp_path / "work")
     options = launch_options(rooted, 7860)
-    assert options["max_file_size"] == 200 * 2**20 and options["allowed_paths"] == [str(tmp_path.resolve())]
-    assert launch_options(Settings(), 7860)["allowed_paths"] == []
+    assert options["max_file_size"] == 200 * 2**20
+    assert options["allowed_paths"] == [str((tmp_path / "data").resolve()), str((tmp_path / "work").resolve())]
+    assert launch_options(Settings(), 7860)["allowed_paths"] == [str(Settings().work_dir.resolve())]
 
 
 # --- request limits, and who may spend the LLM key --------------------------------------------------------------
@@ -388,15 +417,15 @@ def test_launch_limits_uploads_and_serves_the_data_root(models, tmp_path):
 
 def test_requests_are_bounded_with_one_line(models):
     many = {"newt": [f"feature {i}" for i in range(LIMITS.max_descriptors_per_class + 1)]}
-    *_, status = explain_image(models, str(EXAMPLE), "newt", many)
+    status = explain_image(models, str(EXAMPLE), "newt", many).message
     assert f"class 'newt' has {LIMITS.max_descriptors_per_class + 1} descriptors; the app takes at most" in status
     long = {"newt": ["x" * 5_000_000]}
-    *_, status = explain_image(models, str(EXAMPLE), "newt", long)
+    status = explain_image(models, str(EXAMPLE), "newt", long).message
     assert "5,000,000 characters long; the limit is 300" in status
-    *_, status = explain_image(models, str(EXAMPLE), "newt", {"newt": ["a crest \ud800"]})
+    status = explain_image(models, str(EXAMPLE), "newt", {"newt": ["a crest \ud800"]}).message
     assert "class 'newt' contains a lone surrogate" in status
     wide = {f"class {i}": [f"feature {j}" for j in range(60)] for i in range(70)}
-    *_, status = explain_image(models, str(EXAMPLE), ", ".join(wide), wide)
+    status = explain_image(models, str(EXAMPLE), ", ".join(wide), wide).message
     assert "4,200 descriptors together; the app takes 4,000 per request" in status
 
 
@@ -427,7 +456,7 @@ def test_llm_gate():
 
 def test_generate_button_respects_the_gate():
     closed = llm_gate.LLMGate(public=False)
-    descriptors, status = editor.generate_missing({}, "axolotl", LIMITS, lambda: object(), closed)
+    descriptors, status, _ = editor.generate_missing({}, "axolotl", LIMITS, lambda: object(), closed)
     assert descriptors == {} and "turned off on this app by its owner" in status
     with pytest.raises(gr.Error, match="turned off on this app by its owner"):
         api.api_generate("axolotl", lambda: object(), closed)
@@ -481,11 +510,11 @@ def test_messages_name_the_visitors_files_not_server_folders(models, tmp_path, s
     entries = {f"frogs/{name}/{i}.png": png_bytes(i) for name in ("tree_frog", "tailed frog") for i in range(2)}
     entries["frogs/tree_frog/broken.png"] = b"not a png"
     archive = make_zip(tmp_path / "my-frogs.zip", entries)
-    *_, status = evaluate_tab.evaluate_upload(models, settings, None, {"path": str(archive)}, None, FROGS, None)
+    status = evaluate_tab.evaluate_upload(models, settings, None, {"path": str(archive)}, None, FROGS, None).message
     assert "1 images could not be read" in status and "my\\-frogs.zip" in status
     assert str(tmp_path / "work") not in status and "descry-work" not in status
     empty = make_zip(tmp_path / "empty.zip", {"frogs/readme.txt": b"no images"})
-    *_, status = evaluate_tab.evaluate_upload(models, settings, None, {"path": str(empty)}, None, FROGS, None)
+    status = evaluate_tab.evaluate_upload(models, settings, None, {"path": str(empty)}, None, FROGS, None).message
     assert "empty.zip" in status and "no images found" in status and str(tmp_path) not in status
 
 
@@ -565,7 +594,7 @@ def test_long_encodes_report_progress_in_the_page(models, image_file):
         shown.append((value, desc))
 
     many = {f"class {i}": [f"feature {j} of class {i}" for j in range(5)] for i in range(60)}
-    *_, message = explain_image(models, image_file, ", ".join(many), many, scoring.progress_for(progress))
+    message = explain_image(models, image_file, ", ".join(many), many, scoring.progress_for(progress)).message
     assert message == "" and shown[0] == ((0, 360), "Encoding 360 new prompts (cached for next time)")
     assert shown[-1][0] == (360, 360)
     shown.clear()
@@ -578,13 +607,14 @@ def test_models_side_by_side(clip_dir, siglip_dir, image_file):
     html_out, figure, message = compare.compare_models(
         models, LIMITS, models.names, image_file, "tree frog, tailed frog, bullfrog", FROGS
     )
+    figure = figure.figure()
     assert message == "" and html_out.count('class="descry-model"') == 2
     for name in models.names:
         assert messages.short_name(name) in html_out
-    assert [trace.name for trace in figure.data] == [str(clip_dir), str(siglip_dir)]
+    assert [trace.name for trace in figure.data] == [messages.short_name(n) for n in models.names]  # as headed
     assert len(figure.data[0].x) == 10  # the ten descriptors they disagree on most
     spreads = [abs(a - b) for a, b in zip(figure.data[0].x, figure.data[1].x, strict=True)]
-    assert spreads[-1] == max(spreads)  # the largest disagreement is drawn on top
+    assert spreads[0] == max(spreads) and figure.data[0].y[0] == max(figure.data[0].y)  # the largest on top
     assert (
         "Pick two or more"
         in compare.compare_models(models, LIMITS, models.names[:1], image_file, "tree frog", FROGS)[2]
@@ -593,7 +623,7 @@ def test_models_side_by_side(clip_dir, siglip_dir, image_file):
 
 def test_the_heatmap_of_a_descriptor_in_the_page(models, image_file, siglip_dir):
     classes = "tree frog, tailed frog, bullfrog"
-    record = explain_image(models, image_file, classes, FROGS)[3]
+    record = explain_image(models, image_file, classes, FROGS).record
     choices = heatmaps.heatmap_choices(record)
     top = record["predictions"][0]
     assert choices[0] == f"{top['class']} · {top['descriptors'][0]['descriptor']}"
@@ -613,7 +643,7 @@ def test_the_heatmap_of_a_descriptor_in_the_page(models, image_file, siglip_dir)
 
 def test_tell_apart_needs_an_llm_and_scores_the_pairs(models, image_file, no_llm):
     classes = "tree frog, tailed frog"
-    record = explain_image(models, image_file, classes, FROGS)[3]
+    record = explain_image(models, image_file, classes, FROGS).record
     no_llm_yet = llm_gate.app_llm(Settings())
     figure, pending, message = tell_apart.tell_apart(models, LIMITS, None, image_file, classes, FROGS, no_llm_yet)
     assert figure is None and pending is None and "No LLM is configured" in message
@@ -621,6 +651,7 @@ def test_tell_apart_needs_an_llm_and_scores_the_pairs(models, image_file, no_llm
         figure, pending, message = tell_apart.tell_apart(
             models, LIMITS, None, image_file, classes, FROGS, llm_for(server)
         )
+    figure = figure.figure()
     a, b = record["predictions"][0]["class"], record["predictions"][1]["class"]
     assert pending == {"a": a, "b": b, "pairs": [["protruding eyes", "tiny eyes"], ["bright green", "olive brown"]]}
     assert "2 pairs of features" in message and len(figure.data) == 2 and len(figure.data[0].x) == 2
@@ -636,3 +667,79 @@ def test_tell_apart_needs_an_llm_and_scores_the_pairs(models, image_file, no_llm
 
 def scored_pair_score(models, image_file, class_name, feature):
     return models.get().classify(image_file, {class_name: [feature]}).predictions[0].descriptors[0].score
+
+
+# --- what a scoring sends to the page --------------------------------------------------------------------------
+
+
+def test_an_error_keeps_the_last_explanation_marked_stale(models, image_file):
+    good = explain_image(models, image_file, "tree frog, tailed frog", FROGS)
+    ranking, descriptors, contrast, headline, record, stale, message, picker = scoring.updates(good, None, None)
+    assert ranking["visible"] and descriptors["visible"] and contrast["visible"] and record == good.record
+    assert stale == "" and message == "" and picker["value"] == picker["choices"][0]
+    # The same choices again: the picker is left alone (nothing is sent).
+    assert isinstance(scoring.updates(good, good.record, picker["value"])[7], type(gr.skip()))
+    bad = explain_image(models, image_file, "tree frog, Tree_Frog", FROGS)
+    sent = scoring.updates(bad, good.record, None)
+    assert all(isinstance(update, type(gr.skip())) for update in (*sent[:5], sent[7]))  # charts and headline stay
+    assert "still show the last explanation that worked" in sent[5] and "listed twice" in sent[6]
+    assert scoring.updates(bad, None, None)[5] == ""  # nothing shown before: nothing to call stale
+
+
+def test_with_no_image_the_charts_are_hidden_not_left_on_another_picture(models):
+    sent = scoring.updates(explain_image(models, None, "tree frog", FROGS), {"predictions": []}, None)
+    assert [update["visible"] for update in sent[:3]] == [False, False, False] and sent[3] == "" and sent[4] is None
+    assert "Upload an image" in sent[6]
+
+
+def test_an_unloadable_model_hides_the_charts_behind_one_panel(image_file):
+    shown = explain_image(ExplainerPool(["no-such-org/no-such-model"], device="cpu"), image_file, "newt", {})
+    sent = scoring.updates(shown, None, None)
+    assert [update["visible"] for update in sent[:3]] == [False, False, False]
+    assert "The model could not be loaded" in sent[3] and sent[6] == ""
+
+
+def test_the_picker_marks_classes_without_features():
+    choices = editor.picker_choices(["newt", "Axolotl", "toad"], {"newt": ["a crest"], "axolotl": [" "]})
+    assert choices == [("newt", "newt"), ("Axolotl (no features)", "Axolotl"), ("toad (no features)", "toad")]
+
+
+def test_reopening_restores_an_example_and_says_when_an_image_was_not_kept():
+    saved = {"classes": "espresso, cappuccino", "descriptors": {"espresso": ["crema"]}, "example": "espresso"}
+    restored = sharing.restore("", saved, {}, LIMITS)
+    assert restored.image == str(examples.ASSETS / "examples" / "espresso.jpg") and restored.message is None
+    assert restored.classes == "espresso, cappuccino" and restored.descriptors == {"espresso": ["crema"]}
+    uploaded = sharing.restore("", {**saved, "example": None}, {}, LIMITS)
+    assert uploaded.image == "" and "not the image" in uploaded.message  # no explanation of the wrong picture
+    link = sharing.encode_state("espresso", {"espresso": ["crema"]}, None)
+    opened = sharing.restore(link, None, {}, LIMITS)
+    assert opened.image == "" and "holds no image" in opened.message and opened.classes == "espresso"
+    with_example = sharing.encode_state("espresso", {"espresso": ["crema"]}, str(examples.EXAMPLES[1]))
+    assert sharing.restore(with_example, None, {}, LIMITS).image == str(examples.EXAMPLES[1])
+    assert sharing.restore("", {"classes": 3}, {}, LIMITS) == sharing.Restored()  # damaged: quietly forgotten
+
+
+def test_kept_work_is_encrypted_with_a_key_that_survives_a_restart(tmp_path, monkeypatch):
+    import os
+    import stat
+
+    monkeypatch.setenv("DESCRY_CACHE_DIR", str(tmp_path / "cache"))
+    first = sharing.browser_secret(Settings())
+    assert len(first) >= 40 and sharing.browser_secret(Settings()) == first  # made once, then read back
+    key = tmp_path / "cache" / "browser-state.key"
+    assert stat.S_IMODE(os.stat(key).st_mode) == 0o600  # readable by the app's owner only
+    assert sharing.browser_secret(Settings(state_secret="from-the-environment")) == "from-the-environment"
+    assert Settings.from_environment({"DESCRY_STATE_SECRET": "s"}).state_secret == "s"
+
+
+def test_editing_a_third_class_does_not_resend_the_contrast(models, image_file):
+    classes = "tree frog, tailed frog, bullfrog"
+    first = explain_image(models, image_file, classes, FROGS)
+    third = first.record["predictions"][2]["class"]
+    edited = editor.edit_features(FROGS, third, "a new feature\n" + "\n".join(FROGS[third]))
+    again = explain_image(models, image_file, classes, edited)
+    assert again.record["predictions"][2]["class"] == third  # still third: the top two are as they were
+    assert isinstance(scoring.updates(again, first.record, None)[2], type(gr.skip()))
+    top = first.record["predictions"][0]["class"]
+    changed = explain_image(models, image_file, classes, editor.edit_features(FROGS, top, "something else"))
+    assert changed.contrast is not None and scoring.updates(changed, first.record, None)[2]["visible"]

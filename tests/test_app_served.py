@@ -4,6 +4,7 @@ import json
 import os
 import re
 import shutil
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ from explain import ExplainerPool
 from tests.conftest import random_image
 from tests.fake_llm import FakeLLM, answer
 from web import build_app, launch_options
-from web.examples import EXAMPLE_CLASSES, SHIPPED
+from web.examples import EXAMPLE_CLASSES, EXAMPLES, SHIPPED
 from web.settings import Settings
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -394,3 +395,222 @@ def test_screens_at_three_sizes_and_both_themes(browser, served, tmp_path):
             assert wide <= width + 1, f"{width}x{height} {scheme}: the page scrolls sideways ({wide} px)"
             page.screenshot(path=str(tmp_path / f"page-{width}-{scheme}.png"), full_page=True)
             context.close()
+
+
+# --- what a person sees, round 2 ------------------------------------------------------------------------------
+
+BARS_AND_LABELS = """(id) => {
+    // Every bar as drawn, with the hover text the browser holds for it and the tick label nearest its middle.
+    const plot = document.querySelector(`#${id} .js-plotly-plot`);
+    const ticks = [...plot.querySelectorAll('g.ytick text')].map(t => {
+        const box = t.getBoundingClientRect();
+        return {text: t.textContent, middle: box.top + box.height / 2};
+    });
+    const bars = [];
+    plot.querySelectorAll('g.trace.bars').forEach((trace, c) => {
+        trace.querySelectorAll('g.point path').forEach((path, i) => {
+            const box = path.getBoundingClientRect();
+            const middle = box.top + box.height / 2;
+            const nearest = ticks.reduce((a, b) => Math.abs(a.middle - middle) <= Math.abs(b.middle - middle) ? a : b);
+            bars.push({hover: plot._fullData[c].customdata[i], label: nearest.text, fill: path.style.fill});
+        });
+    });
+    return bars;
+}"""
+
+
+def squeeze(text: str) -> str:
+    return re.sub(r"\s+", "", text)
+
+
+def test_each_pair_label_is_beside_its_own_bar(browser, served, llm_server):
+    llm_server.script("", answer("- a pale, mottled coat | a coat of dark stripes\n- tufted ear tips | rounded ears"))
+    page = open_page(browser, served)
+    page.get_by_role("button", name="What tells the top class from the runner-up?").click()
+    wait_for_chart(page, "pairs-plot", "What tells")
+    page.wait_for_timeout(500)
+    bars = page.evaluate(BARS_AND_LABELS, "pairs-plot")
+    assert len(bars) == 4
+    for bar in bars:
+        # "lynx: tufted ear tips<br>score ..." beside the label "lynx: tufted ear tips", never its partner's.
+        assert squeeze(bar["hover"].split("<br>")[0]) == squeeze(bar["label"])
+    page.close()
+
+
+def test_a_class_keeps_its_colour_when_the_ranking_flips(browser, served, clip_dir):
+    from explain.charts import class_colour
+
+    # Find, with the same model and image, an edit that swaps the top two classes.
+    explainer = ExplainerPool([str(clip_dir)], device="cpu").get()
+    image = str(EXAMPLES[-1])  # tabby-cat.jpg, the page's first example
+    shipped = load_descriptors(SHIPPED)
+    classes = ["tabby cat", "lynx", "tree frog"]
+    before = explainer.classify(image, {c: shipped[c] for c in classes})
+    top, second = before.predictions[0].name, before.predictions[1].name
+    candidates = [d for values in shipped.values() for d in values]
+    flip = next(
+        d
+        for d in candidates
+        if explainer.classify(image, {**{c: shipped[c] for c in classes}, top: [d]}).predictions[0].name != top
+    )
+
+    def colours(page):
+        return page.evaluate(
+            """(names) => Object.fromEntries(names.map(n => {
+                const tspan = [...document.querySelectorAll('#descriptor-plot g[class$="tick"] text tspan')]
+                    .find(t => t.textContent.trim() === n);
+                return [n, tspan ? getComputedStyle(tspan).fill : null];
+            }))""",
+            [top, second],
+        )
+
+    page = open_page(browser, served)
+    first = colours(page)
+    answer_colour = page.locator("#descry-headline .descry-answer").evaluate("e => getComputedStyle(e).color")
+    pick_class(page, top)
+    type_into(page.get_by_label("Features, one per line"), flip)
+    wait_for_text(page, "descry-headline", second)
+    page.wait_for_timeout(800)
+    assert page.locator("#descry-headline .descry-answer").inner_text().startswith(second)  # the ranks swapped
+    assert colours(page) == first  # and every class kept its colour
+    if class_colour(top) != class_colour(second):  # the headline takes the new top class's colour
+        assert (
+            page.locator("#descry-headline .descry-answer").evaluate("e => getComputedStyle(e).color") != answer_colour
+        )
+    expected = {name: class_colour(name).lstrip("#").lower() for name in (top, second)}
+    for name, fill in first.items():
+        red, green, blue = (int(v) for v in re.findall(r"\d+", fill)[:3])
+        assert f"{red:02x}{green:02x}{blue:02x}" == expected[name]
+    page.close()
+
+
+def test_a_buttons_message_is_in_view_where_the_button_is(browser, served):
+    page = open_page(browser, served)
+    reset = page.get_by_role("button", name="Reset", exact=True)
+    reset.scroll_into_view_if_needed()
+    reset.click()
+    message = page.locator("#descry-message .descry-message")
+    expect(message).to_contain_text("Back to the shipped descriptors", timeout=10_000)
+    box = message.bounding_box()
+    assert box["y"] >= 0 and box["y"] + box["height"] <= 900  # in the viewport, wherever the page is scrolled
+    page.locator("#descry-message .descry-dismiss").click()  # and it can be closed
+    expect(message).to_be_hidden()
+    page.close()
+
+
+def test_remove_class_says_what_it_removed_and_undo_brings_it_back(browser, served):
+    page = open_page(browser, served)
+    pick_class(page, "lynx")
+    page.get_by_role("button", name="Remove class").click()
+    expect(page.locator("#descry-message")).to_contain_text("Removed lynx", timeout=10_000)
+    expect(page.get_by_label("Classes")).to_have_value("tabby cat, tree frog")
+    page.get_by_role("button", name="Undo remove").click()
+    expect(page.locator("#descry-message")).to_contain_text("Brought back lynx", timeout=10_000)
+    expect(page.get_by_label("Classes")).to_have_value("tabby cat, lynx, tree frog")
+    page.close()
+
+
+def test_reload_of_an_example_with_edits_brings_the_example_back(browser, served):
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    page = open_page(browser, served, context=context)
+    page.locator("#descry-examples").get_by_text("espresso, cappuccino, dahlia").click()
+    wait_for_text(page, "descry-headline", "espresso.jpg")
+    pick_class(page, "espresso")
+    type_into(page.get_by_label("Features, one per line"), "a crema of a very particular colour")
+    wait_for_chart(page, "descriptor-plot", "very particular")
+    page.wait_for_timeout(800)
+    page.reload(wait_until="load")
+    wait_for_text(page, "descry-headline", "espresso.jpg")  # the espresso, not the first example
+    wait_for_chart(page, "descriptor-plot", "very particular")
+    assert page.get_by_label("Classes").input_value() == "espresso, cappuccino, dahlia"
+    context.close()
+
+
+def test_reload_after_an_upload_says_the_image_was_not_kept(browser, served, photo):
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    page = open_page(browser, served, context=context)
+    upload(page, photo)
+    page.wait_for_timeout(800)
+    page.reload(wait_until="load")
+    page.get_by_label("Features, one per line").wait_for(timeout=30_000)
+    expect(page.locator("#descry-message")).to_contain_text("not the image", timeout=30_000)
+    assert "%" not in page.locator("#descry-headline").inner_text()  # no explanation of another picture
+    context.close()
+
+
+def test_the_phone_shows_the_answer_in_its_first_screen(browser, served):
+    context = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
+    page = open_page(browser, served, 390, 844, context)
+    box = page.locator("#descry-headline .descry-answer").bounding_box()
+    assert box["y"] + box["height"] <= 844
+    chart = page.locator("#descriptor-plot").bounding_box()
+    editor = page.get_by_label("Features, one per line").bounding_box()
+    assert chart["y"] < editor["y"]  # the descriptor chart comes before the editor
+    assert page.locator("#descriptor-plot .modebar-container").is_hidden()  # no toolbar over the title
+    context.close()
+
+
+def test_kept_work_survives_a_server_restart(browser, clip_dir, tmp_path, monkeypatch):
+    import socket
+
+    monkeypatch.setenv("DESCRY_CACHE_DIR", str(tmp_path / "cache"))  # where the key the browser's copy needs is kept
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+
+    def start():
+        settings = Settings.from_environment()
+        blocks = build_app(ExplainerPool([str(clip_dir)], device="cpu"), settings)
+        options = {**launch_options(settings, port), "server_name": "127.0.0.1"}
+        blocks.launch(**options, prevent_thread_lock=True, quiet=True)
+        return blocks
+
+    server = start()
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    try:
+        page = open_page(browser, server.local_url, context=context)
+        type_into(page.get_by_label("Features, one per line"), "kept across a restart")
+        wait_for_chart(page, "descriptor-plot", "kept across a restart")
+        page.wait_for_timeout(800)
+        server.close()
+        server = start()
+        page.reload(wait_until="load")
+        wait_for_chart(page, "descriptor-plot", "kept across a restart")
+    finally:
+        context.close()
+        server.close()
+
+
+def test_a_refused_drop_on_the_image_leaves_one_message(browser, served, tmp_path):
+    archive = tmp_path / "photos.zip"
+    with zipfile.ZipFile(archive, "w") as packed:
+        packed.writestr("a.txt", "not an image")
+    page = open_page(browser, served)
+    page.get_by_role("button", name="Reset", exact=True).click()
+    expect(page.locator("#descry-message .descry-message")).to_be_visible(timeout=10_000)
+    page.locator("input[type=file][accept*='image']").first.set_input_files(str(archive))
+    expect(page.locator(".toast-item").first).to_be_visible(timeout=10_000)  # Gradio's own "Invalid file type"
+    expect(page.locator("#descry-message .descry-message")).to_be_hidden()  # and ours steps aside
+    page.close()
+
+
+def test_a_sample_of_an_evaluation_opens_in_explain(browser, served, tmp_path):
+    import io
+
+    archive = tmp_path / "frogs.zip"
+    with zipfile.ZipFile(archive, "w") as packed:
+        for k, name in enumerate(("tree_frog", "tailed frog")):
+            for i in range(3):
+                buffer = io.BytesIO()
+                random_image(10 * k + i, size=(40, 32)).save(buffer, format="PNG")
+                packed.writestr(f"frogs/{name}/sample-{k}{i}.png", buffer.getvalue())
+    page = open_page(browser, served)
+    page.get_by_role("tab", name="Evaluate a dataset").click()
+    page.locator("input[type=file][accept*='.zip']").set_input_files(str(archive))
+    page.get_by_role("button", name="Evaluate").click()
+    expect(page.locator("#eval-status")).to_contain_text("Evaluated 6 images", timeout=60_000)
+    assert "n/a" in page.locator("#eval-metrics").inner_text() and "%" in page.locator("#eval-metrics").inner_text()
+    page.locator("#eval-gallery img").first.click()
+    wait_for_text(page, "descry-headline", "sample-")  # the sample, explained in the first tab
+    assert page.get_by_label("Classes").input_value() == "tailed frog, tree frog"
+    page.close()

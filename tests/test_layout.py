@@ -130,7 +130,7 @@ def test_extension_points_are_read_from_their_tables():
     choices = {action.dest: action.choices for action in label._actions if action.choices}
     assert tuple(choices["format"]) == FORMATS and tuple(choices["engine"]) == tuple(ENGINES)
     assert [backend.name for backend in BACKENDS] == ["open_clip", "transformers"]
-    assert all(hasattr(tab, name) for tab in TABS for name in ("TITLE", "build", "wire"))
+    assert all(hasattr(tab, name) for tab in TABS for name in ("ID", "TITLE", "build", "wire"))
     # Each format's needs come from its row: only the FiftyOne layout carries every class's score.
     from explain.labelling import WRITERS
 

@@ -17,12 +17,18 @@ from descriptors.limits import RequestLimits
 from explain import ExplainerPool, open_image
 from explain.charts import model_comparison_figure
 from web.messages import USER_ERRORS, headline_html, note, short_name
-from web.scoring import classify_on_device
+from web.scoring import chart_width, classify_on_device
 from web.uploads import file_path
 
 
 def compare_models(
-    models: ExplainerPool, limits: RequestLimits, names: list[str], image, classes_text: str, descriptors: dict
+    models: ExplainerPool,
+    limits: RequestLimits,
+    names: list[str],
+    image,
+    classes_text: str,
+    descriptors: dict,
+    width: int | None = None,
 ):
     """The same image and descriptors under several models: (comparison HTML, disagreement figure, message)."""
     chosen_models = [name for name in (names or []) if name in models.names]
@@ -48,7 +54,9 @@ def compare_models(
             f'<div class="descry-model"><div class="descry-model-name">{html.escape(short_name(name))}</div>'
             f"{headline_html(result)}<ol>{ranking}</ol></div>"
         )
-    return f'<div class="descry-compare">{"".join(blocks)}</div>', model_comparison_figure(results), ""
+    labels = {name: short_name(name) for name in results}
+    figure = model_comparison_figure(results, labels=labels, width=width)
+    return f'<div class="descry-compare">{"".join(blocks)}</div>', figure, ""
 
 
 def build(ctx) -> None:
@@ -57,18 +65,18 @@ def build(ctx) -> None:
         ctx.ui.compare_models = gr.CheckboxGroup([(short_name(n), n) for n in names], value=names, label="Models")
         ctx.ui.compare_button = gr.Button("Compare", size="sm")
         ctx.ui.comparison = gr.HTML(elem_id="descry-comparison")
-        ctx.ui.comparison_plot = gr.Plot(show_label=False, elem_id="comparison-plot")
+        ctx.ui.comparison_plot = gr.Plot(show_label=False, elem_id="comparison-plot", visible=False)
 
 
 def wire(ctx) -> None:
     ui = ctx.ui
 
-    def compare(names, image_value, classes_text, descriptors):
-        return compare_models(ctx.models, ctx.limits, names, image_value, classes_text, descriptors)
+    def compare(names, image_value, classes_text, descriptors, width):
+        return compare_models(ctx.models, ctx.limits, names, image_value, classes_text, descriptors, chart_width(width))
 
     ui.compare_button.click(
         compare,
-        [ui.compare_models, ui.image, ui.classes, ui.descriptor_set],
+        [ui.compare_models, ui.image, ui.classes, ui.descriptor_set, ui.plot_width],
         [ui.comparison, ui.comparison_plot, ui.message],
         preprocess=False,
         api_visibility="private",

@@ -21,8 +21,8 @@ from web.context import QUIET
 from web.examples import shipped_descriptors
 from web.llm_gate import LLMFactory, LLMGate, NoLLM, generate_for, generation_cache, visitor_key
 from web.messages import USER_ERRORS, note
-from web.scoring import explain_image, picker_update, remember
-from web.uploads import file_path
+from web.scoring import explain_for, inputs, outputs, remember, updates
+from web.uploads import download_file, file_path
 
 
 def editor_choices(
@@ -65,21 +65,27 @@ def generate_missing(
     llm_factory: LLMFactory,
     gate: LLMGate | None = None,
     visitor: str = "local",
-) -> tuple[dict, str]:
-    """Fill the listed classes that have no descriptors, with the LLM; returns (descriptors, message)."""
+) -> tuple[dict, str, str | None]:
+    """Fill the listed classes that have no descriptors, with the LLM.
+
+    Returns (descriptors, message, the first class filled or None), so that the editor can show what came.
+    """
     try:
         missing = missing_classes(descriptors, limits.choose(classes_text, descriptors))
         if not missing:
-            return descriptors, note("info", "Every class already has descriptors.")
+            return descriptors, note("info", "Every class already has descriptors."), None
         result, llm_name = generate_for(missing, llm_factory, gate, visitor)
     except NoLLM as error:
-        return descriptors, note("error", str(error))
+        return descriptors, note("error", str(error)), None
     except USER_ERRORS as error:
-        return descriptors, note("error", f"Could not generate: {error}")
+        return descriptors, note("error", f"Could not generate: {error}"), None
     merged, _ = merge_descriptors(descriptors, result.descriptors)
-    status = [f"Generated descriptors for {len(result.descriptors)} of {len(missing)} classes with {llm_name}."]
+    filled = list(result.descriptors)
+    status = [f"Generated descriptors for {len(filled)} of {len(missing)} classes with {llm_name}."]
+    if filled:
+        status.append(f"The editor shows {filled[0]}.")
     status += [f"Could not generate {name}: {reason}." for name, reason in result.failures.items()]
-    return merged, note("error" if result.failures else "done", " ".join(status))
+    return merged, note("error" if result.failures else "done", " ".join(status)), (filled[0] if filled else None)
 
 
 def reset_descriptors(classes_text: str, llm_name: str, limits: RequestLimits = RequestLimits()) -> dict:
@@ -117,27 +123,38 @@ def upload_descriptors(file, descriptors: dict, classes_text: str, limits: Reque
     return uploaded, ", ".join(uploaded), note("done", f"Loaded {len(uploaded)} classes from the uploaded file.")
 
 
+def picker_choices(names: list[str], descriptors: dict) -> list[tuple[str, str]]:
+    """The class picker's entries: each class, marked when it has no features yet."""
+    have = {normalise_name(name) for name, values in descriptors.items() if any(v.strip() for v in values)}
+    return [(name if normalise_name(name) in have else f"{name} (no features)", name) for name in names]
+
+
 def build(ctx) -> None:
     """The class picker, its features, and the row of actions on the set."""
-    first_classes = parse_class_list(ctx.ui.classes.value)
-    ctx.ui.editing = gr.Dropdown(first_classes, value=first_classes[0], label="Edit the features of")
-    ctx.ui.features = gr.Textbox(
-        features_text(ctx.ui.descriptor_set.value, first_classes[0]),
+    ui = ctx.ui
+    first_classes = parse_class_list(ui.classes.value)
+    ui.editing = gr.Dropdown(
+        picker_choices(first_classes, ui.descriptor_set.value), value=first_classes[0], label="Edit the features of"
+    )
+    ui.features = gr.Textbox(
+        features_text(ui.descriptor_set.value, first_classes[0]),
         lines=6,
         max_lines=16,
         label="Features, one per line",
         placeholder="No features yet: type one per line, or press Generate with LLM.",
     )
     with gr.Row():
-        ctx.ui.generate_button = gr.Button("Generate with LLM", size="sm")
-        ctx.ui.remove_button = gr.Button("Remove class", size="sm")
-        ctx.ui.reset_button = gr.Button("Reset", size="sm")
+        ui.generate_button = gr.Button("Generate with LLM", size="sm")
+        ui.remove_button = gr.Button("Remove class", size="sm")
+        ui.undo_button = gr.Button("Undo remove", size="sm", visible=False)
+        ui.reset_button = gr.Button("Reset", size="sm")
+    ui.removed = gr.State(None)  # the class list before the last removal, for Undo
+    ui.ranking_next = gr.State(None)  # the ranking chart a keystroke made, sent right after its other charts
 
     def follow(classes_text, descriptors, editing):
         names, selected, text = editor_choices(classes_text, descriptors, editing, ctx.limits)
-        return gr.update(choices=names, value=selected), text
+        return gr.update(choices=picker_choices(names, descriptors), value=selected), text
 
-    ui = ctx.ui
     ctx.events.editor_follows = dict(
         fn=follow, inputs=[ui.classes, ui.descriptor_set, ui.editing], outputs=[ui.editing, ui.features], **QUIET
     )
@@ -146,44 +163,78 @@ def build(ctx) -> None:
 def build_file_buttons(ctx) -> None:
     """Download and Upload JSON, for the row under the editor."""
     ctx.ui.download_button = gr.DownloadButton(
-        "Download JSON", value=remember(ctx.settings, ctx.ui.descriptor_set.value, "")[1], size="sm"
+        "Download JSON", value=download_file(ctx.settings, ctx.ui.descriptor_set.value), size="sm"
     )
     ctx.ui.upload_button = gr.UploadButton("Upload JSON", file_types=[".json"], size="sm")
 
 
 def wire(ctx) -> None:
     ui = ctx.ui
-    charts = [ui.ranking_plot, ui.descriptor_plot, ui.contrast_plot, ui.result, ui.headline]
 
-    def type_features(model_name, image_value, classes_text, descriptors, class_name, text, current):
-        """One request per keystroke: edit, score, remember, refresh the download and the heatmap picker."""
-        updated = edit_features(descriptors, class_name, text)
-        shown = explain_image(ctx.models, ctx.limits, model_name, image_value, classes_text, updated)
-        saved, download = remember(ctx.settings, updated, classes_text)
-        return updated, *shown, saved, download, picker_update(shown[3], current)
+    def type_features(model_name, image_value, classes_text, descriptors, editing, width, previous, picked, text):
+        """One request per keystroke: edit, score, remember, refresh the download and the pickers."""
+        updated = edit_features(descriptors, editing, text)
+        shown = explain_for(ctx, model_name, image_value, classes_text, updated, editing, width)
+        saved, download = remember(ctx.settings, updated, classes_text, image_value)
+        had, has = bool(descriptors_of(descriptors, editing or "")), bool(descriptors_of(updated, editing or ""))
+        marks = gr.skip() if had == has else gr.update(choices=picker_choices(parse_class_list(classes_text), updated))
+        ranking, *rest = updates(shown, previous, picked)
+        # The ranking follows in a second, separate reply: the browser draws the chart being edited first.
+        return updated, gr.skip(), *rest, saved, download, marks, ranking
 
-    ui.features.input(
+    typed = ui.features.input(
         type_features,
-        [ui.model, ui.image, ui.classes, ui.descriptor_set, ui.editing, ui.features, ui.heatmap_picker],
-        [ui.descriptor_set, *charts, ui.message, ui.remembered, ui.download_button, ui.heatmap_picker],
+        [*inputs(ctx), ui.features],
+        [ui.descriptor_set, *outputs(ctx), ui.remembered, ui.download_button, ui.editing, ui.ranking_next],
         trigger_mode="always_last",
         preprocess=False,
         **QUIET,
     )
+    typed.then(lambda ranking: ranking, ui.ranking_next, ui.ranking_plot, **QUIET)
     ui.editing.input(features_text, [ui.descriptor_set, ui.editing], ui.features, **QUIET)
     ctx.after_change(ui.classes.submit, fresh=True)
     # Leaving the box (often to click a button) is no new action: it must not wipe that button's message.
     ctx.after_change(ui.classes.blur)
-    ctx.after_change(ui.remove_button.click(remove_class, [ui.classes, ui.editing], ui.classes, **QUIET), fresh=True)
+    _wire_remove(ctx)
     _wire_set_buttons(ctx)
+
+
+def _wire_remove(ctx) -> None:
+    """Remove class says what it removed and offers Undo, which puts the class list back as it was."""
+    ui = ctx.ui
+
+    def remove(classes_text, class_name):
+        if not class_name:
+            return gr.skip(), note("info", "Pick a class to remove first."), gr.skip(), gr.skip()
+        message = note("done", f"Removed {class_name}. Undo remove brings it back.")
+        return remove_class(classes_text, class_name), message, classes_text, gr.update(visible=True)
+
+    def undo(before, classes_text):
+        if before is None:
+            return gr.skip(), gr.skip(), None, gr.update(visible=False)
+        back = [name for name in parse_class_list(before) if name not in parse_class_list(classes_text)]
+        message = note("done", f"Brought back {', '.join(back) or 'the class list'}.")
+        return before, message, None, gr.update(visible=False)
+
+    removed = ui.remove_button.click(
+        remove, [ui.classes, ui.editing], [ui.classes, ui.message, ui.removed, ui.undo_button], **QUIET
+    )
+    ctx.after_change(removed)
+    restored = ui.undo_button.click(
+        undo, [ui.removed, ui.classes], [ui.classes, ui.message, ui.removed, ui.undo_button], **QUIET
+    )
+    ctx.after_change(restored)
 
 
 def _wire_set_buttons(ctx) -> None:
     """Generate, Reset and Upload replace the set; each says what it did, and the image is scored again."""
     ui = ctx.ui
 
-    def fill(descriptors, classes_text, request: gr.Request):
-        return generate_missing(descriptors, classes_text, ctx.limits, ctx.llm, ctx.gate, visitor_key(request))
+    def fill(descriptors, classes_text, editing, request: gr.Request):
+        merged, message, first = generate_missing(
+            descriptors, classes_text, ctx.limits, ctx.llm, ctx.gate, visitor_key(request)
+        )
+        return merged, message, first or editing  # the editor shows a class that was just filled
 
     def reset(classes_text):
         restored = reset_descriptors(classes_text, llm_model_name(), ctx.limits)
@@ -194,8 +245,8 @@ def _wire_set_buttons(ctx) -> None:
 
     generated = ui.generate_button.click(
         fill,
-        [ui.descriptor_set, ui.classes],
-        [ui.descriptor_set, ui.message],
+        [ui.descriptor_set, ui.classes, ui.editing],
+        [ui.descriptor_set, ui.message, ui.editing],
         api_visibility="private",
         show_progress_on=[ui.message],
     )

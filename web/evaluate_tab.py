@@ -10,6 +10,7 @@ the dataset, shows progress, and turns the run into a table and galleries.
 from __future__ import annotations
 
 import shutil
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import gradio as gr
@@ -19,12 +20,40 @@ from explain import ExplainerPool
 from explain.datasets import load_dataset
 from explain.evaluate import METHODS, EvaluationRun, PromptRecipe, run_evaluation
 from explain.report import write_report
+from web.context import QUIET
 from web.messages import USER_ERRORS, md, short_name
 from web.settings import Settings
 from web.uploads import data_folder, data_folders, extract_zip, file_path, shown_path, work_folder
 
+ID = "evaluate"
 TITLE = "Evaluate a dataset"
 METRIC_COLUMNS = ("acc1", "acc5", "mean_per_class_recall", "mean_confidence", "ece")
+HEADERS = ["model", "method", "top-1", "top-5", "per-class recall", "confidence", "ECE"]
+METHOD_NAMES = {  # the names the table shows, beside the ones metrics.json uses
+    "descriptors": "by description",
+    "baseline": "template alone",
+    "waffle": "random descriptors",
+}
+LEGEND = (
+    "**by description**: each class scored by the mean of its descriptors (the paper's method). "
+    '**template alone**: one prompt per class, "a photo of a …". **random descriptors**: WaffleCLIP\'s control, '
+    "random words and characters in place of the descriptors; if it scores as well as yours, the descriptors are "
+    "not what helps. **top-5** is n/a with fewer than five classes, where every image would count as right. "
+    "**per-class recall**: the mean over classes of the share of each class found. **confidence**: the mean "
+    "probability of the predicted class. **ECE**: expected calibration error, how far confidence is from "
+    "accuracy (0% is perfectly calibrated)."
+)
+
+
+@dataclass
+class Evaluated:
+    """What one evaluation shows: the table, the report, the views, the classes, and a message."""
+
+    rows: list[list] = field(default_factory=list)
+    report: str | None = None
+    galleries: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
+    classes: str = ""  # the dataset's classes as the Explain tab takes them
+    message: str = ""
 
 
 def find_dataset(settings: Settings, zip_file, folder_name: str | None) -> tuple[Path, str, Path] | None:
@@ -52,44 +81,49 @@ def evaluate_upload(
     descriptors: dict,
     limit,
     progress=None,
-):
-    """Evaluate a zipped or server-side ImageFolder; returns (metrics rows, report path, galleries, view names,
-    message)."""
+) -> Evaluated:
+    """Evaluate a zipped or server-side ImageFolder, saying at each stage what it is doing."""
     folder, shown = None, "the dataset"
+    say = progress or (lambda *args, **kwargs: None)
     try:
+        say(None, desc="Unpacking the zip" if zip_file is not None else "Reading the folder")
         found = find_dataset(settings, zip_file, folder_name)
         if found is None:
-            return [], None, {}, [], "Upload a zip of an ImageFolder tree, or pick a server folder."
+            return Evaluated(message="Upload a zip of an ImageFolder tree, or pick a server folder.")
         folder, shown, root = found
         names = [name for name in (model_names or models.names[:1]) if name in models.names]
+        say(None, desc="Loading the models")
         explainers = {name: models.get(name) for name in names}
         # Nothing outside the data root (or the upload's own folder) is read, symbolic links included.
         dataset = load_dataset(folder, int(limit) if limit else None, root=root)
         run = run_evaluation(
-            dataset, descriptors, explainers, PromptRecipe(), models.store, workers=2, progress=_steps(progress)
+            dataset, descriptors, explainers, PromptRecipe(), models.store, workers=2, progress=_steps(say)
         )
         # The visitor sees their own names, never the server's folders.
         run.unreadable = {
             shown_path(path, folder, shown): shown_path(reason, folder, shown)
             for path, reason in run.unreadable.items()
         }
+        say(None, desc="Writing the report")
         report = write_report(run, work_folder(settings, "report"))["report.html"]
     except USER_ERRORS as error:
-        return [], None, {}, [], f"**Could not evaluate:** {md(shown_path(str(error), folder, shown))}"
-    galleries = view_galleries(run)
-    return metric_rows(run), str(report), galleries, list(galleries), _summary(run)
+        return Evaluated(message=f"**Could not evaluate:** {md(shown_path(str(error), folder, shown))}")
+    classes = ", ".join(run.labels.get(name, name) for name in run.dataset.classes)
+    return Evaluated(metric_rows(run), str(report), view_galleries(run), classes, _summary(run))
 
 
-def _steps(progress):
-    """A step counter for each stage of the run, shown in Gradio's progress display."""
+def _steps(say):
+    """A step counter for each stage of the run ("images, MODEL" or "prompts, MODEL"), named in the display."""
 
     def step(label: str, total: int):
+        what, _, model = label.partition(", ")
+        desc = f"Embedding {what} with {short_name(model)}" if model else f"Embedding {what}"
         done = [0]
+        say((0, total), desc=desc)
 
         def advance(count: int) -> None:
             done[0] += count
-            if progress is not None:
-                progress((done[0], total), desc=f"Embedding {label}")
+            say((done[0], total), desc=desc)
 
         return advance
 
@@ -97,17 +131,17 @@ def _steps(progress):
 
 
 def metric_rows(run: EvaluationRun) -> list[list]:
-    """The metrics table: one row per model and method, four decimals, empty where undefined (acc5 below five
-    classes)."""
-    return [
-        [short_name(model), method, *(_rounded(methods[method][key]) for key in METRIC_COLUMNS)]
-        for model, methods in run.metrics.items()
-        for method in METHODS
-    ]
+    """The metrics table: one row per model and method, as percentages; n/a where a metric is undefined."""
+    rows = []
+    for model, methods in run.metrics.items():
+        for method in METHODS:
+            values = [methods[method][key] for key in METRIC_COLUMNS]
+            rows.append([short_name(model), METHOD_NAMES[method], *(_percent(value) for value in values)])
+    return rows
 
 
-def _rounded(value: float) -> float | None:
-    return None if value != value else round(value, 4)
+def _percent(value: float) -> str:
+    return "n/a" if value != value else f"{value:.1%}"
 
 
 def view_galleries(run: EvaluationRun) -> dict[str, list[tuple[str, str]]]:
@@ -141,6 +175,7 @@ def _summary(run: EvaluationRun) -> str:
             + md("; ".join(list(run.unreadable.values())[:5]))
             + "."
         )
+    notes.append("Pick a sample below to open it in Explain an image.")
     return " ".join(notes)
 
 
@@ -150,63 +185,98 @@ def view_gallery(galleries: dict, name: str | None) -> list:
 
 
 def build(ctx) -> None:
-    ui, names = ctx.ui, ctx.models.names
+    ui = ctx.ui
     gr.Markdown(
         "Evaluate an ImageFolder tree (one folder per class) with this session's descriptors: "
-        "accuracy by description, by the template baseline, and with random descriptors as a control."
+        "accuracy by description, by the template alone, and with random descriptors as a control."
     )
     with gr.Row(equal_height=False):
         with gr.Column(scale=4, min_width=320):
-            ui.dataset_zip = gr.File(
-                label=f"Zip of an ImageFolder tree (up to {ctx.settings.max_zip_bytes // 2**20} MB)",
-                file_types=[".zip"],
-            )
-            ui.server_folder = gr.Dropdown(
-                data_folders(ctx.settings),
-                label="Or a folder on the server",
-                visible=ctx.settings.data_root is not None,
-            )
-            ui.eval_models = gr.CheckboxGroup(
-                [(short_name(n), n) for n in names], value=names, label="Models", visible=len(names) > 1
-            )
-            ui.limit = gr.Number(0, label="Evaluate at most this many images (0: all)", precision=0, minimum=0)
-            ui.evaluate_button = gr.Button("Evaluate", variant="primary")
-            ui.eval_status = gr.Markdown(elem_classes="descry-status", elem_id="eval-status")
-            ui.report_file = gr.File(label="report.html (self-contained)", interactive=False, visible=False)
+            _sources(ctx)
         with gr.Column(scale=6, min_width=320):
             ui.metrics_table = gr.Dataframe(
-                headers=["model", "method", "acc1", "acc5", "mean per-class recall", "mean confidence", "ece"],
+                headers=HEADERS,
+                datatype="str",
                 label="Metrics",
                 interactive=False,
                 visible=False,
+                wrap=True,
+                elem_id="eval-metrics",
             )
+            ui.metrics_legend = gr.Markdown(LEGEND, visible=False)
             ui.view_picker = gr.Dropdown([], label="View", visible=False)
             ui.view_images = gr.Gallery(
-                label="Samples in this view (true → predicted)", columns=4, height=360, visible=False
+                label="Samples in this view (true → predicted); pick one to open it in Explain an image",
+                columns=4,
+                height=360,
+                object_fit="contain",
+                preview=False,
+                visible=False,
+                elem_id="eval-gallery",
             )
     ui.galleries = gr.State({})
+    ui.eval_classes = gr.State("")
+
+
+def _sources(ctx) -> None:
+    """Where the dataset comes from, which models, how many images, and the button."""
+    ui, names, settings = ctx.ui, ctx.models.names, ctx.settings
+    ui.dataset_zip = gr.File(
+        label=f"Zip of an ImageFolder tree (up to {settings.max_zip_bytes // 2**20} MB)", file_types=[".zip"]
+    )
+    ui.server_folder = gr.Dropdown(
+        data_folders(settings), label="Or a folder on the server", visible=settings.data_root is not None
+    )
+    ui.eval_models = gr.CheckboxGroup(
+        [(short_name(n), n) for n in names], value=names, label="Models", visible=len(names) > 1
+    )
+    ui.limit = gr.Number(0, label="Evaluate at most this many images (0: all)", precision=0, minimum=0)
+    ui.evaluate_button = gr.Button("Evaluate", variant="primary")
+    ui.eval_status = gr.Markdown(elem_classes="descry-status", elem_id="eval-status")
+    ui.report_file = gr.File(label="report.html (self-contained)", interactive=False, visible=False)
 
 
 def wire(ctx) -> None:
     ui = ctx.ui
 
     def run(model_names, zip_value, folder_value, descriptors, limit_value, progress=gr.Progress()):
-        rows, report, galleries, views, status = evaluate_upload(
+        done = evaluate_upload(
             ctx.models, ctx.settings, model_names, zip_value, folder_value, descriptors, limit_value, progress
         )
-        ran = report is not None
+        ran, views = done.report is not None, list(done.galleries)
         picker = gr.update(choices=views, value=views[0] if views else None, visible=ran and bool(views))
-        return gr.update(value=rows, visible=ran), gr.update(value=report, visible=ran), galleries, picker, status
+        table = gr.update(value=done.rows, visible=ran)
+        report = gr.update(value=done.report, visible=ran)
+        return table, gr.update(visible=ran), report, done.galleries, picker, done.classes, done.message
 
     def show_view(galleries, name):
         items = view_gallery(galleries, name)
         return gr.update(value=items, visible=bool(items))
 
-    ui.evaluate_button.click(
+    def open_in_explain(galleries, name, classes, event: gr.SelectData):
+        items = view_gallery(galleries, name)
+        if not items or event.index is None or event.index >= len(items):
+            return gr.skip(), gr.skip(), gr.skip()
+        return items[event.index][0], classes or gr.skip(), gr.Tabs(selected="explain")
+
+    started = ui.evaluate_button.click(lambda: "", None, ui.eval_status, **QUIET)  # no old words under the bar
+    finished = started.then(
         run,
         [ui.eval_models, ui.dataset_zip, ui.server_folder, ui.descriptor_set, ui.limit],
-        [ui.metrics_table, ui.report_file, ui.galleries, ui.view_picker, ui.eval_status],
+        [
+            ui.metrics_table,
+            ui.metrics_legend,
+            ui.report_file,
+            ui.galleries,
+            ui.view_picker,
+            ui.eval_classes,
+            ui.eval_status,
+        ],
         api_visibility="private",
         show_progress_on=[ui.eval_status],
-    ).then(show_view, [ui.galleries, ui.view_picker], ui.view_images, api_visibility="private")
+    )
+    finished.then(show_view, [ui.galleries, ui.view_picker], ui.view_images, api_visibility="private")
     ui.view_picker.change(show_view, [ui.galleries, ui.view_picker], ui.view_images, api_visibility="private")
+    ui.view_images.select(
+        open_in_explain, [ui.galleries, ui.view_picker, ui.eval_classes], [ui.image, ui.classes, ui.tabs], **QUIET
+    )

@@ -64,8 +64,14 @@ def descriptor_heatmap(
     descriptors: dict,
     choice: str | None,
     alone: bool = False,
+    own_scale: bool = False,
 ):
-    """The chosen descriptor's heatmap over the image: (picture or None, caption)."""
+    """The chosen descriptor's heatmap over the image: (picture or None, caption).
+
+    The colours span the lowest to the highest score of all of the class's descriptors, so that heatmaps
+    compare; with `own_scale` they span this heatmap's own range, so that a descriptor whose scores vary
+    little still shows where it is highest. The caption says which.
+    """
     path = file_path(image)
     if not path or not choice or SEPARATOR not in choice:
         return None, "Pick a descriptor to see where in the image it matches."
@@ -81,23 +87,25 @@ def descriptor_heatmap(
         entry = heatmaps.find(class_name, descriptor)
     except ExplainError:
         return None, "That descriptor is no longer in the list; pick another."
-    low, high = heatmaps.scale(class_name)
+    low, high = (float(entry.grid.min()), float(entry.grid.max())) if own_scale else heatmaps.scale(class_name)
+    scale = "this heatmap's own range" if own_scale else f"one scale for all of {class_name}'s descriptors"
     height, width = entry.grid.shape
     caption = (
         f"Where “{descriptor}” matches for {class_name}: its score at each of {height}×{width} patches, "
-        f"from {low:.2f} (dark blue) to {high:.2f} (yellow), the same units as its bar and one scale for all of "
-        f"{class_name}'s descriptors. Prompt: “{entry.prompt}”. Greyed: outside the centre square the model saw. "
+        f"from {low:.2f} (dark blue) to {high:.2f} (yellow), in the same units as its bar; colours on {scale}. "
+        f"Prompt: “{entry.prompt}”. Greyed: outside the centre square the model saw. "
         "Method: ClearCLIP (Lan et al., ECCV 2024)."
     )
     return draw_heatmap(picture, entry.grid, low, high, heatmaps.region), caption
 
 
 def build(ctx) -> None:
-    """The accordion: a descriptor picker, the alone switch, the heatmap and its caption."""
+    """The accordion: a descriptor picker, the two switches, the heatmap and its caption."""
     with gr.Accordion("Where in the image does a descriptor match?", open=False, elem_id="descry-heatmap"):
+        ctx.ui.heatmap_picker = gr.Dropdown([], label="Descriptor")
         with gr.Row():
-            ctx.ui.heatmap_picker = gr.Dropdown([], label="Descriptor", scale=4)
-            ctx.ui.heatmap_alone = gr.Checkbox(False, label="the descriptor alone (without the class name)", scale=2)
+            ctx.ui.heatmap_alone = gr.Checkbox(False, label="descriptor alone (no class name)", min_width=160)
+            ctx.ui.heatmap_own = gr.Checkbox(False, label="its own colour range", min_width=160)
         ctx.ui.heatmap_image = gr.Image(label="Heatmap", interactive=False, height=320, elem_id="descry-heatmap-image")
         ctx.ui.heatmap_caption = gr.Markdown(elem_id="descry-heatmap-caption")
 
@@ -105,15 +113,15 @@ def build(ctx) -> None:
 def wire(ctx) -> None:
     ui = ctx.ui
 
-    def show(model_name, image_value, classes_text, descriptors, choice, alone):
+    def show(model_name, image_value, classes_text, descriptors, choice, alone, own):
         return descriptor_heatmap(
-            ctx.models, ctx.limits, model_name, image_value, classes_text, descriptors, choice, alone
+            ctx.models, ctx.limits, model_name, image_value, classes_text, descriptors, choice, alone, own
         )
 
-    for event in (ui.heatmap_picker.change, ui.heatmap_alone.change):
+    for event in (ui.heatmap_picker.change, ui.heatmap_alone.change, ui.heatmap_own.change):
         event(
             show,
-            [ui.model, ui.image, ui.classes, ui.descriptor_set, ui.heatmap_picker, ui.heatmap_alone],
+            [ui.model, ui.image, ui.classes, ui.descriptor_set, ui.heatmap_picker, ui.heatmap_alone, ui.heatmap_own],
             [ui.heatmap_image, ui.heatmap_caption],
             preprocess=False,
             api_visibility="private",

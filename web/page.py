@@ -1,8 +1,8 @@
 """The whole page: its tabs, its API and its limits, composed from the rooms.
 
-`TABS` is the table of the page's tabs: each is a module with a `TITLE`, a
-`build(ctx)` that lays out its components and a `wire(ctx)` that connects
-them. A new tab is one module and one row here. `build_app` makes the
+`TABS` is the table of the page's tabs: each is a module with a `TITLE`, an
+`ID`, a `build(ctx)` that lays out its components and a `wire(ctx)` that
+connects them. A new tab is one module and one row here. `build_app` makes the
 shared context, builds every tab, then wires them (rooms may use each
 other's components, so nothing is wired before everything is built), then
 registers the API; `launch_options` is what `launch` needs.
@@ -44,9 +44,10 @@ def build_app(
             "Edit a class's features and the answer updates as you type."
         )
         sharing.build_state(ctx)
-        for tab in TABS:
-            with gr.Tab(tab.TITLE):
-                tab.build(ctx)
+        with gr.Tabs() as ctx.ui.tabs:
+            for tab in TABS:
+                with gr.Tab(tab.TITLE, id=tab.ID):
+                    tab.build(ctx)
         for tab in TABS:
             tab.wire(ctx)
         api.register(ctx)
@@ -56,13 +57,14 @@ def build_app(
 
 
 def launch_options(settings: Settings, port: int | None, share: bool = False) -> dict:
-    """What `launch` needs: limits on uploads, and the data root among the paths files may be served from."""
-    root = settings.data_root
+    """What `launch` needs: limits on uploads, and the folders files may be served from: the data root and the
+    work folder (wherever it is), whose images the Evaluate tab shows and whose report it offers."""
+    served = [settings.data_root, settings.work_dir]
     return {
         "server_port": port,
         "share": share,
         "css": CSS,
         "theme": gr.themes.Soft(),
         "max_file_size": settings.max_upload_bytes,
-        "allowed_paths": [str(root.resolve())] if root else [],
+        "allowed_paths": [str(folder.resolve()) for folder in served if folder is not None],
     }

@@ -38,6 +38,7 @@ class Settings:
     llm_public: bool = True  # DESCRY_LLM_PUBLIC=0: visitors may not spend the owner's LLM key
     llm_token: str | None = None  # DESCRY_LLM_TOKEN: the API needs this token to reach the LLM
     llm_timeout: float = 30.0  # DESCRY_LLM_TIMEOUT: seconds per LLM request
+    state_secret: str | None = None  # DESCRY_STATE_SECRET: encrypts what browsers keep; made once if unset
 
     @property
     def max_unzipped_bytes(self) -> int:
@@ -63,6 +64,7 @@ class Settings:
             llm_public=env.get("DESCRY_LLM_PUBLIC", "1").strip().lower() not in ("0", "false", "no", "off"),
             llm_token=env.get("DESCRY_LLM_TOKEN") or None,
             llm_timeout=_number(env, "DESCRY_LLM_TIMEOUT", defaults.llm_timeout),
+            state_secret=env.get("DESCRY_STATE_SECRET") or None,
         )
 
 

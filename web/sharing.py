@@ -14,16 +14,20 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import os
+import secrets
 import zlib
+from dataclasses import dataclass
 
 import gradio as gr
 
 from descriptors import DescriptorError, descriptors_of, parse_class_list, require_distinct
 from descriptors.limits import RequestLimits
-from descriptors.store import parse_descriptors, parse_json
+from descriptors.store import default_cache_dir, parse_descriptors, parse_json
 from web.context import QUIET
 from web.examples import EXAMPLE_CLASSES, FIRST_EXAMPLE, example_name, example_path
 from web.messages import note
+from web.settings import Settings
 from web.uploads import file_path
 
 MAX_LINK_CHARS = 6000  # what goes after "?s=": browsers and servers take URLs of 8 KB and more
@@ -80,33 +84,84 @@ def decode_state(token: str, limits: RequestLimits = RequestLimits()) -> tuple[s
     return payload["c"], descriptors, example_path(payload.get("i"))
 
 
-def restore(token: str, saved, shipped: dict, limits: RequestLimits):
+NOT_KEPT = "The classes and descriptors came back, but not the image: only the examples can be kept. Upload it again."
+
+
+@dataclass
+class Restored:
+    """What the page opens with; None keeps what the page has. `image` "" clears the image."""
+
+    descriptors: dict | None = None
+    classes: str | None = None
+    image: str | None = None
+    message: str | None = None
+
+
+def restore(token: str, saved, shipped: dict, limits: RequestLimits) -> Restored:
     """What the page opens with: a shared link wins, then what this browser remembered, then the first example.
 
-    Returns (descriptors, classes text, image, message), each None where the page keeps what it has.
+    An example image comes back with its classes; an image that was the visitor's own cannot, so the page
+    says so and shows no image rather than explaining the first example with somebody else's classes.
     """
     if token:
         try:
             classes_text, descriptors, example = decode_state(token, limits)
         except DescriptorError as error:
             message = f"Could not open the link: {error}. Showing the demo set instead."
-            return shipped, EXAMPLE_CLASSES[FIRST_EXAMPLE.stem], None, note("error", message)
-        opened = "Opened a shared explanation." + ("" if example else " Add an image to see it.")
-        return descriptors, classes_text, example, note("done", opened)
+            return Restored(shipped, EXAMPLE_CLASSES[FIRST_EXAMPLE.stem], None, note("error", message))
+        if example:
+            return Restored(descriptors, classes_text, example, note("done", "Opened a shared explanation."))
+        opened = "Opened a shared explanation: its classes and descriptors. The link holds no image: upload one."
+        return Restored(descriptors, classes_text, "", note("info", opened))
     if isinstance(saved, dict) and isinstance(saved.get("descriptors"), dict) and isinstance(saved.get("classes"), str):
         try:
             descriptors = require_distinct(parse_descriptors(saved["descriptors"], "the saved session"))
             limits.choose(saved["classes"], descriptors)
-            return descriptors, saved["classes"], None, None
         except DescriptorError:
-            pass  # a damaged memory is forgotten quietly: the demo set is shown
-    return None, None, None, None
+            return Restored()  # a damaged memory is forgotten quietly: the demo set is shown
+        example = example_path(saved.get("example"))
+        if example:
+            return Restored(descriptors, saved["classes"], example)
+        return Restored(descriptors, saved["classes"], "", note("info", NOT_KEPT))
+    return Restored()
+
+
+def browser_secret(settings: Settings) -> str:
+    """The key the browser's copy of a session is encrypted with, the same after a restart.
+
+    From $DESCRY_STATE_SECRET, else made once and kept in the cache folder (readable by its owner only);
+    where neither works, a new one per start, and the log says that kept work will not survive a restart.
+    """
+    if settings.state_secret:
+        return settings.state_secret
+    path = default_cache_dir() / "browser-state.key"
+    try:
+        return path.read_text(encoding="ascii").strip() or _new_secret(path)
+    except FileNotFoundError:
+        return _new_secret(path)
+    except OSError as error:
+        print(f"warning: cannot read {path} ({error.__class__.__name__}); kept work will not survive a restart")
+        return secrets.token_urlsafe(32)
+
+
+def _new_secret(path) -> str:
+    secret = secrets.token_urlsafe(32)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w", encoding="ascii") as handle:
+            handle.write(secret)
+    except FileExistsError:
+        return path.read_text(encoding="ascii").strip()  # another process made it first
+    except OSError as error:
+        print(f"warning: cannot keep {path} ({error.__class__.__name__}); kept work will not survive a restart")
+    return secret
 
 
 def build_state(ctx) -> None:
     """The session's descriptor set (server-side) and what the browser remembers of it."""
     ctx.ui.descriptor_set = gr.State(ctx.shipped)
-    ctx.ui.remembered = gr.BrowserState({}, storage_key="descry-session")
+    ctx.ui.remembered = gr.BrowserState({}, storage_key="descry-session", secret=browser_secret(ctx.settings))
 
 
 def build_button(ctx) -> None:
@@ -128,16 +183,11 @@ def wire(ctx) -> None:
             token = encode_state(classes_text, descriptors, image_value)
         except DescriptorError as error:
             return "", gr.update(visible=False), note("error", f"Could not make a link: {error}")
-        kept = (
-            "the image"
-            if example_name(file_path(image_value))
-            else "not the image (only the examples travel in a link)"
-        )
-        return (
-            token,
-            gr.update(visible=True),
-            note("done", f"Link copied: it holds the classes and their descriptors, {kept}."),
-        )
+        if example_name(file_path(image_value)):
+            kept = "Link copied: it holds the classes, their descriptors and the image."
+        else:
+            kept = "Link copied: it holds the classes and their descriptors, but not the image (only examples travel)."
+        return token, gr.update(visible=True), note("done", kept)
 
     made = ui.link_button.click(
         make_link,
@@ -151,7 +201,9 @@ def wire(ctx) -> None:
     def on_open(saved, request: gr.Request):
         token = (request.query_params.get("s") if request is not None else None) or ""
         restored = restore(token, saved, ctx.shipped, ctx.limits)
-        return tuple(gr.skip() if value is None else value for value in restored)
+        image = gr.skip() if restored.image is None else (restored.image or None)
+        keep = [gr.skip() if value is None else value for value in (restored.descriptors, restored.classes)]
+        return *keep, image, gr.skip() if restored.message is None else restored.message
 
     opened = ctx.page.load(on_open, [ui.remembered], [ui.descriptor_set, ui.classes, ui.image, ui.message], **QUIET)
     ctx.after_change(opened, remember=False)

@@ -22,7 +22,7 @@ from explain.charts import pairs_figure, reference_score
 from web.context import QUIET
 from web.llm_gate import LLMFactory, LLMGate, NoAnswer, NoLLM, pairs_for, visitor_key
 from web.messages import USER_ERRORS, Refusal, note
-from web.scoring import classify_on_device
+from web.scoring import chart_width, classify_on_device
 from web.uploads import file_path
 
 
@@ -36,6 +36,7 @@ def tell_apart(
     llm_factory: LLMFactory,
     gate: LLMGate | None = None,
     visitor: str = "local",
+    width: int | None = None,
 ):
     """Ask the LLM what tells the top class from the runner-up, and score those pairs on the image.
 
@@ -67,7 +68,7 @@ def tell_apart(
     by_text = {(entry.name, d.descriptor): d.score for entry in scored.predictions for d in entry.descriptors}
     rows = [(x, y, by_text[(a, x)], by_text[(b, y)]) for x, y in found if (a, x) in by_text and (b, y) in by_text]
     # The same reference as the descriptor chart: the mean of every descriptor score of the explanation shown.
-    figure = pairs_figure(a, b, rows, reference_score(result))
+    figure = pairs_figure(a, b, rows, reference_score(result), width)
     done = (
         f"{len(found)} pairs of features that tell {a} from {b}{' (from the cache)' if cached else ''}. "
         "Add them to both classes' descriptors to see their effect."
@@ -98,7 +99,7 @@ def build(ctx) -> None:
 def wire(ctx) -> None:
     ui = ctx.ui
 
-    def ask(model_name, image_value, classes_text, descriptors, request: gr.Request):
+    def ask(model_name, image_value, classes_text, descriptors, width, request: gr.Request):
         figure, pending, text = tell_apart(
             ctx.models,
             ctx.limits,
@@ -109,13 +110,14 @@ def wire(ctx) -> None:
             ctx.llm,
             ctx.gate,
             visitor_key(request),
+            chart_width(width),
         )
         shown = figure is not None
         return gr.update(value=figure, visible=shown), pending, gr.update(visible=shown), text
 
     ui.apart_button.click(
         ask,
-        [ui.model, ui.image, ui.classes, ui.descriptor_set],
+        [ui.model, ui.image, ui.classes, ui.descriptor_set, ui.plot_width],
         [ui.pairs_plot, ui.pending_pairs, ui.add_pairs_button, ui.message],
         preprocess=False,
         api_visibility="private",

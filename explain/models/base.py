@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import socket
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -49,6 +51,57 @@ def resolve_device(device: str = "auto") -> torch.device:
     if device == "mps" and not torch.backends.mps.is_available():
         raise ModelLoadError("--device mps was asked for but Apple's MPS backend is not available")
     return torch.device(device)
+
+
+HUB_PROBE_SECONDS = 3.0  # how long to wait for the model hub before working from the local cache only
+_hub_state: dict[str, bool] = {}
+_hub_lock = threading.Lock()
+
+
+def hub_reachable() -> bool:
+    """Whether the model hub can be reached; asked once per process, within `HUB_PROBE_SECONDS`.
+
+    With $HF_HUB_OFFLINE set, or when the hub's host does not answer in time, the hub libraries are put in
+    offline mode, so that a model in the local cache loads at once and one that is not fails in one line,
+    instead of retrying for a minute.
+    """
+    with _hub_lock:
+        if "reachable" not in _hub_state:
+            import huggingface_hub.constants as hub
+
+            reachable = not hub.HF_HUB_OFFLINE and _answers(hub.ENDPOINT, HUB_PROBE_SECONDS)
+            if not reachable:
+                hub.HF_HUB_OFFLINE = True  # read at call time by huggingface_hub, transformers and open_clip
+            _hub_state["reachable"] = reachable
+        return _hub_state["reachable"]
+
+
+def _answers(url: str, seconds: float) -> bool:
+    """Whether a TCP connection to the URL's host opens in time (name lookup included)."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    result: list[bool] = []
+
+    def probe() -> None:
+        try:
+            with socket.create_connection((parts.hostname or "", port), timeout=seconds):
+                result.append(True)
+        except OSError:
+            result.append(False)
+
+    thread = threading.Thread(target=probe, daemon=True)  # a hung name lookup cannot hold the caller
+    thread.start()
+    thread.join(seconds)
+    return bool(result and result[0])
+
+
+OFFLINE_ADVICE = (
+    "it is not in the local model cache, and the model hub cannot be reached from here; run once with internet "
+    "to cache it, or pass --model DIR with a folder saved by save_pretrained (or holding open_clip_config.json "
+    "and its weights); set HF_HUB_OFFLINE=1 to skip the hub check"
+)
 
 
 def folder_fingerprint(folder: str | Path) -> str:

@@ -11,7 +11,9 @@ and its logit bias where it has one. This module only loads and encodes.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
+import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -19,7 +21,14 @@ import numpy as np
 import torch
 
 from explain.errors import HeatmapsUnavailable, ModelLoadError, first_line
-from explain.models.base import TEXT_BATCH, EncoderModel, folder_fingerprint, resolve_device
+from explain.models.base import (
+    OFFLINE_ADVICE,
+    TEXT_BATCH,
+    EncoderModel,
+    folder_fingerprint,
+    hub_reachable,
+    resolve_device,
+)
 from explain.scoring import normalise
 
 PREFIX = "open_clip:"
@@ -154,20 +163,42 @@ def load_open_clip(name: str, device: str = "auto") -> OpenClipModel:
         model_name, pretrained, fingerprint = name, None, name
     else:
         folder = Path(name).resolve()
+        _check_folder(folder, name)
         model_name, pretrained, fingerprint = f"local-dir:{folder}", None, folder_fingerprint(folder)
+    online = Path(name).is_dir() or hub_reachable()
     try:
-        model, _, transform = open_clip.create_model_and_transforms(
-            model_name, pretrained=pretrained, precision=precision, device=target
-        )
-        tokenizer = open_clip.get_tokenizer(model_name)
+        with _quiet_logging():  # open_clip logs its failures at the root logger, beside the exception it raises
+            model, _, transform = open_clip.create_model_and_transforms(
+                model_name, pretrained=pretrained, precision=precision, device=target
+            )
+            tokenizer = open_clip.get_tokenizer(model_name)
     except Exception as error:  # open_clip raises RuntimeError, ValueError, OSError... for a bad name or no network
-        hint = (
-            ""
-            if Path(name).is_dir()
-            else "; without internet, pass --model DIR with a folder holding open_clip_config.json and its weights"
-        )
-        raise ModelLoadError(f"cannot load model {name!r}: {first_line(error)}{hint}") from None
+        raise ModelLoadError(f"cannot load model {name!r}: {first_line(error) if online else OFFLINE_ADVICE}") from None
     return OpenClipModel(name, model, transform, tokenizer, target, fingerprint, notes)
+
+
+@contextlib.contextmanager
+def _quiet_logging():
+    """No log records while open_clip loads: what went wrong comes back as one line from the exception."""
+    previous = logging.root.manager.disable
+    logging.disable(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logging.disable(previous)
+
+
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pth")  # what open_clip looks for in a folder
+
+
+def _check_folder(folder: Path, name: str) -> None:
+    """Refuse a folder without weights: open_clip would build the model with random weights and say so only in
+    its log."""
+    if not any(path.suffix in WEIGHT_SUFFIXES for path in folder.iterdir() if path.is_file()):
+        raise ModelLoadError(
+            f"cannot load model {name!r}: the folder holds {CONFIG_FILE} but no weights "
+            "(open_clip_model.safetensors, open_clip_pytorch_model.bin or another .safetensors, .bin or .pth file)"
+        )
 
 
 def _checked_arch_and_tag(open_clip, arch: str, tag: str, notes: list[str]) -> tuple[str, str]:

@@ -19,7 +19,14 @@ import numpy as np
 import torch
 
 from explain.errors import HeatmapsUnavailable, ModelLoadError, first_line
-from explain.models.base import TEXT_BATCH, EncoderModel, folder_fingerprint, resolve_device
+from explain.models.base import (
+    OFFLINE_ADVICE,
+    TEXT_BATCH,
+    EncoderModel,
+    folder_fingerprint,
+    hub_reachable,
+    resolve_device,
+)
 from explain.scoring import normalise
 
 
@@ -163,12 +170,13 @@ def load_transformers(name: str, device: str = "auto") -> TransformersModel:
 
     target = resolve_device(device)
     dtype = torch.float16 if target.type == "cuda" else torch.float32
+    online = Path(name).is_dir() or hub_reachable()
     try:
         model = AutoModel.from_pretrained(name, dtype=dtype)
         processor = AutoProcessor.from_pretrained(name)
     except Exception as error:  # transformers raises OSError, ValueError, KeyError... for a bad name
-        hint = "" if Path(name).is_dir() else "; without internet, pass --model DIR with a saved checkpoint"
-        raise ModelLoadError(f"cannot load model {name!r}: {first_line(error)}{hint}") from None
+        reason = first_line(error) if online else OFFLINE_ADVICE
+        raise ModelLoadError(f"cannot load model {name!r}: {reason}") from None
     return wrap_model(model, processor, name, target)
 
 
