@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping, Sequence
 
-from descriptors.generate import LLM, Generation, GenerationCache, LLMError, ask_all
+from descriptors.generate import LLM, Generation, GenerationCache, LLMError, ask_all, json_field
 from descriptors.names import find_key, normalise_name
 
 PAIRS_VERSION = "pairs-v1"  # bump when the prompt or the parser changes
@@ -45,23 +45,53 @@ def pair_prompt(a: str, b: str) -> str:
 _BULLET = re.compile(r"^\s*(?:[-*•]|\d{1,2}[.)])\s*")
 
 
+PAIR_SCHEMA = {
+    "name": "feature_pairs",
+    "schema": {
+        "type": "object",
+        "properties": {
+            "pairs": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {"a": {"type": "string"}, "b": {"type": "string"}},
+                    "required": ["a", "b"],
+                    "additionalProperties": False,
+                },
+            }
+        },
+        "required": ["pairs"],
+        "additionalProperties": False,
+    },
+}
+
+
 def parse_pairs(text: str, a: str, b: str) -> list[tuple[str, str]]:
     """(feature of A, feature of B) pairs from an answer in any of the usual styles.
 
-    Understood: "x | y" lines (with or without bullets), "x vs y" and "x / y"
-    lines, "A: x" followed by "B: y" lines (class names or the letters A
-    and B), and prose sentences "the A has x, while the B has y". Class
-    names at the start of a side are dropped; duplicates and empty sides
-    are skipped; at most `MAX_PAIRS` are kept.
+    Understood: a JSON object {"pairs": [{"a": x, "b": y}, ...]} (what a
+    server that honours `PAIR_SCHEMA` returns), "x | y" lines (with or
+    without bullets), "x vs y" and "x / y" lines, "A: x" followed by "B: y"
+    lines and "A: x / B: y" on one line (class names or the letters A and
+    B), and prose sentences "the A has x, while the B has y". Class names at
+    the start of a side are dropped; duplicates and empty sides are skipped;
+    at most `MAX_PAIRS` are kept.
     """
+    structured = json_field(text, "pairs")
+    if isinstance(structured, list):
+        found = [(p.get("a"), p.get("b")) for p in structured if isinstance(p, dict)]
+        return _clean_pairs([(x, y) for x, y in found if isinstance(x, str) and isinstance(y, str)], a, b)
     lines = [line.strip() for line in text.replace("\r\n", "\n").split("\n")]
     lines = [line for line in lines if line and not re.match(r"^Q:", line)]
     pairs: list[tuple[str, str]] = []
     side_a = None
-    names_a = {normalise_name(a), "a"}
-    names_b = {normalise_name(b), "b"}
+    names_a, names_b = {normalise_name(a), "a"}, {normalise_name(b), "b"}
     for line in lines:
         body = _BULLET.sub("", line)
+        both = _labelled_pair(body, names_a, names_b)
+        if both is not None:
+            pairs.append(both)
+            continue
         labelled = re.match(r"^(?:the\s+)?([^:]{1,60}):\s*(.+)$", body, re.I)
         if labelled and normalise_name(labelled.group(1)) in names_a | names_b and "|" not in body:
             which, value = normalise_name(labelled.group(1)), labelled.group(2)
@@ -79,6 +109,14 @@ def parse_pairs(text: str, a: str, b: str) -> list[tuple[str, str]]:
         if len(prose) == 2:
             pairs.append((prose[0], prose[1]))
     return _clean_pairs(pairs, a, b)
+
+
+def _labelled_pair(body: str, names_a: set[str], names_b: set[str]) -> tuple[str, str] | None:
+    """ "A: x / B: y" (or with |, ; or a comma between, and class names for the letters) as (x, y), else None."""
+    match = re.match(r"^(?:the\s+)?([^:]{1,60}):\s*(.+?)\s*(?:/|\||;|,)\s*(?:the\s+)?([^:]{1,60}):\s*(.+)$", body, re.I)
+    if match and normalise_name(match.group(1)) in names_a and normalise_name(match.group(3)) in names_b:
+        return match.group(2), match.group(4)
+    return None
 
 
 def _clean_pairs(pairs: Sequence[tuple[str, str]], a: str, b: str) -> list[tuple[str, str]]:
@@ -119,7 +157,7 @@ def differentiate(
 
     def one(key: str) -> list:
         a, b = key.split(SEPARATOR, 1)
-        found = parse_pairs(llm.complete(pair_prompt(a, b)), a, b)
+        found = parse_pairs(llm.complete(pair_prompt(a, b), PAIR_SCHEMA), a, b)
         if not found:
             raise LLMError("the answer held no feature pairs")
         return [list(pair) for pair in found]

@@ -75,8 +75,12 @@ def parse_answer(text: str, class_name: str) -> list[str]:
     prompt ends with "-"), chatty preambles ending in ":", and plain lists
     with one item per line or separated by semicolons or commas. Drops
     duplicates, empty items and items that merely repeat the class name, and
-    stops where the model starts a new "Q:".
+    stops where the model starts a new "Q:". A JSON answer (what a server
+    that honours `DESCRIPTOR_SCHEMA` returns) is read as such.
     """
+    structured = json_field(text, "descriptors")
+    if isinstance(structured, list):
+        return _clean((item for item in structured if isinstance(item, str)), class_name)
     lines = []
     for line in text[:MAX_ANSWER_CHARS].replace("\r\n", "\n").split("\n"):
         if re.match(r"^\s*Q:", line):
@@ -99,6 +103,30 @@ def parse_answer(text: str, class_name: str) -> list[str]:
         else:
             items = prose
     return _clean(items, class_name)
+
+
+DESCRIPTOR_SCHEMA = {
+    "name": "visual_features",
+    "schema": {
+        "type": "object",
+        "properties": {"descriptors": {"type": "array", "items": {"type": "string"}}},
+        "required": ["descriptors"],
+        "additionalProperties": False,
+    },
+}
+
+
+def json_field(text: str, key: str) -> object:
+    """The field `key` of an answer that is one JSON object (fenced in ``` or not), else None."""
+    body = text[:MAX_ANSWER_CHARS].strip()
+    body = re.sub(r"^```(?:json)?\s*|\s*```$", "", body)
+    if not body.startswith("{"):
+        return None
+    try:
+        decoded = json.loads(body)
+    except (json.JSONDecodeError, RecursionError):
+        return None
+    return decoded.get(key) if isinstance(decoded, dict) else None
 
 
 def _is_preamble(line: str) -> bool:
@@ -141,28 +169,52 @@ class LLM:
     secret: str = field(default="", repr=False)  # redacted from every message
     stop: threading.Event = field(default_factory=threading.Event, repr=False)  # set: send nothing more
     max_wait: float = MAX_WAIT_SECONDS  # the longest pause before a retry, Retry-After included
+    max_prompt_chars: int | None = None  # refuse to send a longer prompt (a shared app bounds what its key pays)
+    structured: bool | None = None  # whether the server honours a JSON schema; None: not known yet
 
     def ask(self, class_name: str) -> str:
         """The raw answer text for one class's descriptors (the paper's prompt)."""
-        return self.complete(llm_prompt(class_name))
+        return self.complete(llm_prompt(class_name), DESCRIPTOR_SCHEMA)
 
-    def complete(self, prompt: str) -> str:
-        """The raw answer text for one prompt, retrying 429s, 5xx and timeouts with backoff."""
+    def complete(self, prompt: str, schema: dict | None = None) -> str:
+        """The answer to one prompt, with the key redacted from it, retrying 429s, 5xx and timeouts with backoff.
+
+        With a `schema`, the server is asked for JSON in that shape (`response_format`); a server that
+        refuses the request for it is asked again without, and is not asked for a schema again.
+        """
+        if self.max_prompt_chars is not None and len(prompt) > self.max_prompt_chars:
+            raise LLMError(
+                f"the prompt is {len(prompt):,} characters; this app sends at most {self.max_prompt_chars:,}"
+            )
+        try:
+            return self.redact(self._complete(prompt, schema if self.structured is not False else None))
+        except _SchemaRefused:
+            self.structured = False
+            return self.redact(self._complete(prompt, None))
+
+    def _complete(self, prompt: str, schema: dict | None) -> str:
         import openai
 
         attempt = 0
+        options = {"response_format": {"type": "json_schema", "json_schema": schema}} if schema else {}
         while True:
             if self.stop.is_set():
                 raise LLMError("stopped before the request was sent")
             try:
                 response = self.client.chat.completions.create(
-                    model=self.model,
-                    messages=[{"role": "user", "content": prompt}],
-                    temperature=0,
+                    model=self.model, messages=[{"role": "user", "content": prompt}], temperature=0, **options
                 )
+                if schema:
+                    self.structured = True
                 return response.choices[0].message.content or ""
             except openai.APIStatusError as error:
                 status = error.status_code
+                if (
+                    schema
+                    and status in (400, 422)
+                    and re.search(r"response_format|json_schema|schema", _message(error), re.I)
+                ):
+                    raise _SchemaRefused from None  # the server does not do structured answers
                 if status != 429 and status < 500:
                     raise LLMError(self.redact(f"HTTP {status} from the LLM: {_message(error)}")) from None
                 reason, wait = f"HTTP {status}", _retry_after(error.response)
@@ -180,7 +232,13 @@ class LLM:
             attempt += 1
 
     def redact(self, text: str) -> str:
+        """`text` with the API key replaced by ***, in messages and in answers alike (a hostile endpoint could
+        echo the key back, and answers are cached, shown and written)."""
         return text.replace(self.secret, "***") if self.secret else text
+
+
+class _SchemaRefused(Exception):
+    """The server refused a request that asked for JSON in a schema."""
 
 
 def make_llm(model: str, base_url: str | None, api_key: str | None, timeout: float = 60.0, **options) -> LLM:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
@@ -23,7 +23,7 @@ _log = logging.getLogger("descry")
 class CacheDB:
     """One SQLite connection behind a lock; `run(action, default)` returns `default` once the file is unusable."""
 
-    def __init__(self, path: str | Path, schema: str, warn: Callable[[str], None] | None = None):
+    def __init__(self, path: str | Path, schema: str | Sequence[str], warn: Callable[[str], None] | None = None):
         self.path = Path(path)
         self.failure: str | None = None  # why the cache was turned off, once it was
         self._warn = warn or _log.warning
@@ -33,7 +33,8 @@ class CacheDB:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=30)
             with self._db:
-                self._db.execute(schema)
+                for statement in [schema] if isinstance(schema, str) else schema:
+                    self._db.execute(statement)
         except (sqlite3.Error, OSError) as error:
             self._turn_off(error)
 

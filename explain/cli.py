@@ -39,6 +39,7 @@ from explain.heatmap_drawing import write_heatmaps
 from explain.images import open_image
 from explain.labelling import ENGINES, FORMATS, EngineOptions, make_engine
 from explain.models import DEFAULT_MODEL, DEVICES, configured_models
+from explain.models.base import MAX_HEATMAP_SIZE
 from explain.pool import ExplainerPool
 from explain.results import Classification
 
@@ -90,10 +91,10 @@ def _add_classify(classify: argparse.ArgumentParser) -> None:
     )
     classify.add_argument(
         "--heatmap-size",
-        type=_positive,
+        type=_heatmap_size,
         default=None,
         metavar="PX",
-        help="feed the image at PX square for a finer grid (e.g. 448)",
+        help=f"feed the image at PX square for a finer grid (e.g. 448; 32 to {MAX_HEATMAP_SIZE})",
     )
     _add_cache_flags(classify, "embedding cache (default: $DESCRY_CACHE_DIR or ~/.cache/descry)")
 
@@ -227,6 +228,13 @@ def _positive(text: str) -> int:
     return value
 
 
+def _heatmap_size(text: str) -> int:
+    value = _positive(text)
+    if not 32 <= value <= MAX_HEATMAP_SIZE:
+        raise argparse.ArgumentTypeError(f"{value} px is outside 32 to {MAX_HEATMAP_SIZE} px")
+    return value
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _quiet_transformers()
@@ -268,7 +276,11 @@ def classify_command(args: argparse.Namespace) -> int:
                 _error(str(error))
                 failures += 1
         if images:
-            _classify_batch(pool.get(), images, names, descriptors, args)
+            explainer = pool.get()
+            if args.heatmaps is not None:
+                # Refused before any image is classified: a run that cannot write what was asked writes nothing.
+                explainer.model.check_heatmaps(args.heatmap_size)
+            _classify_batch(explainer, images, names, descriptors, args)
     return 1 if failures else 0
 
 

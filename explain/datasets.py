@@ -23,8 +23,8 @@ from torch.utils.data import DataLoader
 
 from explain.cache import EmbeddingStore
 from explain.engine import Explainer
-from explain.errors import ExplainError, first_line
-from explain.images import open_image
+from explain.errors import ExplainError, ImageError, first_line
+from explain.images import check_regular_file, open_image
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
@@ -152,7 +152,10 @@ def embed_files(
     keys: dict[int, str] = {}
     for i, path in enumerate(paths):
         try:
+            check_regular_file(Path(path))  # before the first byte is read: a FIFO would never answer
             keys[i] = file_key(path)
+        except ImageError as error:
+            failures[i] = str(error)
         except OSError as error:
             failures[i] = f"{path}: cannot read ({error.__class__.__name__})"
     cached = store.get_many("image-file", model.key, list(set(keys.values()))) if store else {}

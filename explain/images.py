@@ -1,8 +1,8 @@
 """Opening images safely and naming them by content.
 
 `open_image` turns a path, bytes or a PIL image into an upright RGB image, or
-raises `ImageError` with a one-line reason (missing, not an image, truncated,
-too large, too thin). Memory stays near what the model needs whatever the
+raises `ImageError` with a one-line reason (missing, not a regular file,
+not an image, truncated, too large, too thin). Memory stays near what the model needs whatever the
 file claims: the size and shape are checked from the header before any
 pixel is decoded, large JPEGs are decoded at reduced scale, and other large
 images are shrunk by an integer factor right after decoding, before any
@@ -16,6 +16,8 @@ from __future__ import annotations
 import hashlib
 import io
 import math
+import os
+import stat
 import warnings
 from pathlib import Path
 
@@ -93,6 +95,29 @@ def _decode_small(image: Image.Image) -> Image.Image:
     return image
 
 
+def check_regular_file(path: Path, label: str | None = None) -> None:
+    """Refuse, before opening it, a path that is not a regular file: a FIFO or a device (/dev/zero) would make
+    a read wait forever or never end, and a folder is no image."""
+    label = label or str(path)
+    try:
+        mode = os.stat(path).st_mode  # follows links: a link to a regular file is fine
+    except FileNotFoundError:
+        raise ImageError(f"{label}: no such file") from None
+    except OSError as error:
+        raise ImageError(f"{label}: cannot read ({error.__class__.__name__})") from None
+    if stat.S_ISDIR(mode):
+        raise ImageError(f"{label}: is a directory, not an image")
+    if not stat.S_ISREG(mode):
+        kind = (
+            "a FIFO"
+            if stat.S_ISFIFO(mode)
+            else "a device"
+            if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+            else "not a file"
+        )
+        raise ImageError(f"{label}: is {kind}, not an image file")
+
+
 def open_image(source: str | Path | bytes | Image.Image, name: str | None = None) -> Image.Image:
     """Decode `source` into an RGB image, honouring EXIF orientation."""
     label = name or (str(source) if isinstance(source, (str, Path)) else "image")
@@ -105,6 +130,7 @@ def open_image(source: str | Path | bytes | Image.Image, name: str | None = None
             elif isinstance(source, bytes):
                 image = Image.open(io.BytesIO(source))
             else:
+                check_regular_file(Path(source), label)
                 image = Image.open(Path(source))
             _check_header(image, label)
             image = _decode_small(image)

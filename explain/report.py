@@ -9,7 +9,6 @@ anything; it formats an `EvaluationRun`.
 from __future__ import annotations
 
 import base64
-import csv
 import html
 import io
 import json
@@ -22,6 +21,7 @@ from explain.charts import safe
 from explain.evaluate import METHODS, EvaluationRun, prediction_rows, prompt_rows
 from explain.images import open_image
 from explain.metrics import SCALAR_METRICS as SUMMARY_METRICS
+from explain.spreadsheet import write_rows
 
 THUMBNAILS_PER_VIEW = 24
 THUMBNAIL_SIZE = 112
@@ -45,15 +45,13 @@ def write_report(run: EvaluationRun, out: str | Path, title: str = "Descry evalu
         json.dumps(_finite(run.metrics), indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
     )
     with open(paths["predictions.csv"], "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=["path", "label", "model", "method", "pred", "confidence", "top5"])
-        writer.writeheader()
-        for model, evaluation in run.evaluations.items():
-            writer.writerows(prediction_rows(run.dataset, model, evaluation))
+        rows = (row for model, e in run.evaluations.items() for row in prediction_rows(run.dataset, model, e))
+        write_rows(handle, ["path", "label", "model", "method", "pred", "confidence", "top5"], rows)
     with open(paths["prompts.csv"], "w", newline="", encoding="utf-8") as handle:
         # The prompts do not depend on the model: every model encoded exactly these texts.
-        writer = csv.DictWriter(handle, fieldnames=["method", "class", "descriptor", "prompt"])
-        writer.writeheader()
-        writer.writerows(prompt_rows(next(iter(run.evaluations.values()))))
+        write_rows(
+            handle, ["method", "class", "descriptor", "prompt"], prompt_rows(next(iter(run.evaluations.values())))
+        )
     # Each dataset class and the name its prompts used (its descriptor key, or a readable name).
     labels = {name: run.labels.get(name, name) for name in run.dataset.classes}
     paths["classes.json"].write_text(json.dumps(labels, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")

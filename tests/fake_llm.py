@@ -3,7 +3,9 @@
 Each request's class is read from the last question of the prompt. A script
 maps a class to a queue of replies: answer text, an HTTP error (with
 headers), or a delay longer than the client will wait. Every request is
-recorded, so tests can check what the client sent.
+recorded, so tests can check what the client sent. A server made with
+`structured=False` refuses requests that ask for JSON in a schema
+(`response_format`), as servers without structured output do.
 """
 
 from __future__ import annotations
@@ -44,8 +46,11 @@ class FakeLLM:
     """Start with `with FakeLLM() as llm:`; `llm.url` is the base URL to give the client."""
 
     def __init__(
-        self, default=lambda class_name: answer(f"- {class_name} feature one\n- feature two\n- feature three")
+        self,
+        default=lambda class_name: answer(f"- {class_name} feature one\n- feature two\n- feature three"),
+        structured: bool = True,
     ):
+        self.structured = structured
         self.scripts: dict[str, deque[Reply]] = defaultdict(deque)
         self.default = default
         self.requests: list[dict] = []
@@ -100,6 +105,8 @@ class FakeLLM:
                     )
                 if self.path != "/v1/chat/completions":
                     return self._send(404, {"error": {"message": f"no route {self.path}"}})
+                if "response_format" in body and not fake.structured:
+                    return self._send(400, {"error": {"message": "response_format is not supported"}})
                 reply = fake._reply_for(class_name)
                 if reply.delay:
                     time.sleep(reply.delay)

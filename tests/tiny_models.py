@@ -261,6 +261,21 @@ OPEN_CLIP_CONFIGS = {
         "text_cfg": OPEN_CLIP_TEXT,
         "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 8, "head_width": 16},
     },
+    # A ViT pooled by averaging its patch tokens, normalised after pooling, as CLIPA's is.
+    "avg": {
+        "embed_dim": 16,
+        "text_cfg": OPEN_CLIP_TEXT,
+        "vision_cfg": {
+            "image_size": 32,
+            "layers": 1,
+            "width": 32,
+            "patch_size": 8,
+            "head_width": 16,
+            "no_ln_pre": True,
+            "pool_type": "avg",
+            "final_ln_after_pool": True,
+        },
+    },
     # A timm vision tower, as EVA-CLIP's is.
     "timm": {
         "embed_dim": 16,

@@ -19,17 +19,23 @@ from descriptors.store import parse_descriptors, parse_json
 from explain import ExplainerPool, open_image
 from web.examples import shipped_descriptors
 from web.heatmaps import heatmaps_for
-from web.llm_gate import LLMFactory, LLMGate, generate_for, pairs_for, visitor_key
+from web.llm_gate import LLMFactory, LLMGate, generate_for, pairs_for, visitor_keys
 from web.messages import api_errors
 from web.scoring import classify_on_device
 from web.uploads import file_path, upload_name
 
 
-def _descriptor_set(descriptors: str) -> dict:
-    """The descriptors an API call sends as JSON text; "" is the shipped demo set."""
-    if not descriptors.strip():
+def _descriptor_set(descriptors: str, limits: RequestLimits) -> dict:
+    """The descriptors an API call sends as JSON text, within the limits; "" is the shipped demo set."""
+    if not (descriptors or "").strip():
         return shipped_descriptors()
-    return require_distinct(parse_descriptors(parse_json(descriptors, "descriptors"), "descriptors"))
+    if len(descriptors) > limits.max_state_bytes:  # refused before it is parsed
+        raise DescriptorError(
+            f"descriptors of {len(descriptors):,} characters; the app takes at most {limits.max_state_bytes:,}"
+        )
+    data = require_distinct(parse_descriptors(parse_json(descriptors, "descriptors"), "descriptors"))
+    limits.check_names(data)
+    return data
 
 
 def _image(image):
@@ -44,7 +50,7 @@ def api_classify(
     models: ExplainerPool, limits: RequestLimits, image, classes: str, descriptors: str = "", model: str = ""
 ) -> dict:
     """Classify an image; `descriptors` is a JSON object (empty: the shipped demo set)."""
-    data = _descriptor_set(descriptors)
+    data = _descriptor_set(descriptors, limits)
     picture = _image(image)
     explainer = models.get(model or None)
     result = classify_on_device(explainer, picture, limits.choose(classes, data), upload_name(image))
@@ -64,7 +70,7 @@ def api_heatmap(
     model: str = "",
 ) -> dict:
     """One descriptor's heatmap, as plain numbers."""
-    data = _descriptor_set(descriptors)
+    data = _descriptor_set(descriptors, limits)
     heatmaps = heatmaps_for(
         models, limits, model or None, _image(image), upload_name(image), classes, data, class_name, bool(alone)
     )
@@ -73,25 +79,40 @@ def api_heatmap(
 
 @api_errors
 def api_differential(
-    class_a: str, class_b: str, llm_factory: LLMFactory, gate: LLMGate | None, visitor: str = "local", token: str = ""
+    class_a: str,
+    class_b: str,
+    llm_factory: LLMFactory,
+    gate: LLMGate | None,
+    visitor="local",
+    token: str = "",
+    limits: RequestLimits = RequestLimits(),
 ) -> dict:
     """Differential feature pairs for two classes."""
     a, b = (class_a or "").strip(), (class_b or "").strip()
     if not a or not b or normalise_name(a) == normalise_name(b):
         raise DescriptorError("give two different classes")
-    found, cached = pairs_for(a, b, llm_factory, gate, visitor, token)
+    found, cached = pairs_for(a, b, llm_factory, gate, visitor, token, limits)
     return {"pairs": found, "cached": cached}
 
 
 @api_errors
 def api_generate(
-    classes: str, llm_factory: LLMFactory, gate: LLMGate | None, visitor: str = "local", token: str = ""
+    classes: str,
+    llm_factory: LLMFactory,
+    gate: LLMGate | None,
+    visitor="local",
+    token: str = "",
+    limits: RequestLimits = RequestLimits(),
 ) -> dict:
     """Descriptors for classes from the configured LLM."""
+    if len(classes or "") > limits.max_classes_text:
+        raise DescriptorError(
+            f"the class list is {len(classes):,} characters long; the limit is {limits.max_classes_text:,}"
+        )
     names = list(dict.fromkeys(parse_class_list(classes or "")))
     if not names:
         raise DescriptorError("give at least one class name")
-    result, _ = generate_for(names, llm_factory, gate, visitor, token)
+    result, _ = generate_for(names, llm_factory, gate, visitor, token, limits)
     return {"descriptors": result.descriptors, "failures": result.failures}
 
 
@@ -155,7 +176,8 @@ class Endpoints:
             {"pairs": [[feature of class_a, matching feature of class_b], ...], "cached": true when the answer
             came from the cache}.
         """
-        return api_differential(class_a, class_b, self.ctx.llm, self.ctx.gate, visitor_key(request), token)
+        visitor = visitor_keys(request, self.ctx.settings.proxy_hops)
+        return api_differential(class_a, class_b, self.ctx.llm, self.ctx.gate, visitor, token, self.ctx.limits)
 
     def generate_descriptors(self, classes: str, token: str = "", request: gr.Request = None) -> dict:
         """Ask the app's LLM for the visual features of each class.
@@ -166,7 +188,8 @@ class Endpoints:
         Returns:
             {"descriptors": {"class": ["feature", ...]}, "failures": {"class": "why it failed"}}.
         """
-        return api_generate(classes, self.ctx.llm, self.ctx.gate, visitor_key(request), token)
+        visitor = visitor_keys(request, self.ctx.settings.proxy_hops)
+        return api_generate(classes, self.ctx.llm, self.ctx.gate, visitor, token, self.ctx.limits)
 
 
 ENDPOINTS = ("classify", "heatmap", "differential", "generate_descriptors")

@@ -19,7 +19,7 @@ from descriptors.limits import RequestLimits
 from descriptors.store import merge_descriptors, missing_classes, parse_descriptors, parse_json, require_distinct
 from web.context import QUIET
 from web.examples import shipped_descriptors
-from web.llm_gate import LLMFactory, LLMGate, NoLLM, generate_for, generation_cache, visitor_key
+from web.llm_gate import LLMFactory, LLMGate, NoLLM, generate_for, generation_cache, visitor_keys
 from web.messages import USER_ERRORS, note
 from web.scoring import explain_for, inputs, outputs, remember, updates
 from web.uploads import download_file, file_path
@@ -74,12 +74,16 @@ def generate_missing(
         missing = missing_classes(descriptors, limits.choose(classes_text, descriptors))
         if not missing:
             return descriptors, note("info", "Every class already has descriptors."), None
-        result, llm_name = generate_for(missing, llm_factory, gate, visitor)
+        result, llm_name = generate_for(missing, llm_factory, gate, visitor, limits=limits)
     except NoLLM as error:
         return descriptors, note("error", str(error)), None
     except USER_ERRORS as error:
         return descriptors, note("error", f"Could not generate: {error}"), None
     merged, _ = merge_descriptors(descriptors, result.descriptors)
+    try:
+        limits.check_state(merged, classes_text)
+    except DescriptorError as error:
+        return descriptors, note("error", f"Could not keep the generated descriptors: {error}"), None
     filled = list(result.descriptors)
     status = [f"Generated descriptors for {len(filled)} of {len(missing)} classes with {llm_name}."]
     if filled:
@@ -107,12 +111,20 @@ def upload_descriptors(file, descriptors: dict, classes_text: str, limits: Reque
     if path is None:
         return descriptors, classes_text, note("info", "No file was uploaded.")
     try:
+        size = Path(path).stat().st_size
+        if size > limits.max_state_bytes:  # refused before a byte of it is read
+            raise DescriptorError(
+                f"the uploaded file is {size / 1024:,.0f} KB; "
+                f"a session holds at most {limits.max_state_bytes // 1024} KB"
+            )
         text = Path(path).read_text(encoding="utf-8")
         uploaded = require_distinct(parse_descriptors(parse_json(text, "the uploaded file"), "the uploaded file"))
         if not uploaded:
             raise DescriptorError("the uploaded file has no classes")
         if len(uploaded) > limits.max_classes:
             raise DescriptorError(f"the uploaded file has {len(uploaded)} classes; the app takes {limits.max_classes}")
+        limits.check_names(uploaded)
+        limits.check_state(uploaded, ", ".join(uploaded))
     except UnicodeDecodeError:
         return descriptors, classes_text, note("error", "Could not load the file: it is not UTF-8 text.")
     except DescriptorError as error:
@@ -174,6 +186,12 @@ def wire(ctx) -> None:
     def type_features(model_name, image_value, classes_text, descriptors, editing, width, previous, picked, text):
         """One request per keystroke: edit, score, remember, refresh the download and the pickers."""
         updated = edit_features(descriptors, editing, text)
+        try:
+            ctx.limits.check_state(updated, classes_text)
+        except DescriptorError as error:  # the set stays as it was; the message says why
+            sent = [gr.skip()] * 12 + [None]  # nothing changes but the message, and no ranking follows
+            sent[7] = note("error", f"Could not keep that edit: {error}")
+            return tuple(sent)
         shown = explain_for(ctx, model_name, image_value, classes_text, updated, editing, width)
         saved, download = remember(ctx.settings, updated, classes_text, image_value)
         had, has = bool(descriptors_of(descriptors, editing or "")), bool(descriptors_of(updated, editing or ""))
@@ -190,7 +208,7 @@ def wire(ctx) -> None:
         preprocess=False,
         **QUIET,
     )
-    typed.then(lambda ranking: ranking, ui.ranking_next, ui.ranking_plot, **QUIET)
+    typed.then(lambda ranking: gr.skip() if ranking is None else ranking, ui.ranking_next, ui.ranking_plot, **QUIET)
     ui.editing.input(features_text, [ui.descriptor_set, ui.editing], ui.features, **QUIET)
     ctx.after_change(ui.classes.submit, fresh=True)
     # Leaving the box (often to click a button) is no new action: it must not wipe that button's message.
@@ -232,7 +250,7 @@ def _wire_set_buttons(ctx) -> None:
 
     def fill(descriptors, classes_text, editing, request: gr.Request):
         merged, message, first = generate_missing(
-            descriptors, classes_text, ctx.limits, ctx.llm, ctx.gate, visitor_key(request)
+            descriptors, classes_text, ctx.limits, ctx.llm, ctx.gate, visitor_keys(request, ctx.settings.proxy_hops)
         )
         return merged, message, first or editing  # the editor shows a class that was just filled
 

@@ -10,6 +10,7 @@ the dataset, shows progress, and turns the run into a table and galleries.
 from __future__ import annotations
 
 import shutil
+import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -56,11 +57,17 @@ class Evaluated:
     message: str = ""
 
 
-def find_dataset(settings: Settings, zip_file, folder_name: str | None) -> tuple[Path, str, Path] | None:
-    """(dataset folder, the name the visitor knows it by, the root nothing outside of may be read), or None."""
+def find_dataset(
+    settings: Settings, zip_file, folder_name: str | None, made: list[Path] | None = None
+) -> tuple[Path, str, Path] | None:
+    """(dataset folder, the name the visitor knows it by, the root nothing outside of may be read), or None.
+
+    A work folder made for an upload is added to `made`."""
     if zip_file is not None:
         shown = Path(file_path(zip_file)).name  # Gradio keeps the visitor's file name
         work = work_folder(settings, "data")
+        if made is not None:
+            made.append(work)
         try:
             folder = extract_zip(settings, file_path(zip_file), work)
         except DescriptorError:
@@ -82,12 +89,28 @@ def evaluate_upload(
     limit,
     progress=None,
 ) -> Evaluated:
-    """Evaluate a zipped or server-side ImageFolder, saying at each stage what it is doing."""
+    """Evaluate a zipped or server-side ImageFolder, saying at each stage what it is doing.
+
+    A run that fails, for whatever reason, leaves none of the folders it made behind; one that fails for a
+    reason that is no fault of the visitor's says so in one line, and the log has the details."""
+    made: list[Path] = []
+    try:
+        done = _evaluate(models, settings, model_names, zip_file, folder_name, descriptors, limit, progress, made)
+    except Exception:  # a bug: its traceback is for the log, not the page
+        traceback.print_exc()
+        done = Evaluated(message="**Could not evaluate:** something went wrong on the server; its log says what.")
+    if done.report is None:
+        for folder in made:
+            shutil.rmtree(folder, ignore_errors=True)
+    return done
+
+
+def _evaluate(models, settings, model_names, zip_file, folder_name, descriptors, limit, progress, made) -> Evaluated:
     folder, shown = None, "the dataset"
     say = progress or (lambda *args, **kwargs: None)
     try:
         say(None, desc="Unpacking the zip" if zip_file is not None else "Reading the folder")
-        found = find_dataset(settings, zip_file, folder_name)
+        found = find_dataset(settings, zip_file, folder_name, made)
         if found is None:
             return Evaluated(message="Upload a zip of an ImageFolder tree, or pick a server folder.")
         folder, shown, root = found
@@ -105,7 +128,8 @@ def evaluate_upload(
             for path, reason in run.unreadable.items()
         }
         say(None, desc="Writing the report")
-        report = write_report(run, work_folder(settings, "report"))["report.html"]
+        made.append(work_folder(settings, "report"))
+        report = write_report(run, made[-1])["report.html"]
     except USER_ERRORS as error:
         return Evaluated(message=f"**Could not evaluate:** {md(shown_path(str(error), folder, shown))}")
     classes = ", ".join(run.labels.get(name, name) for name in run.dataset.classes)

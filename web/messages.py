@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import html
+import os
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -100,13 +101,19 @@ def short_name(model: str) -> str:
 
 
 def api_errors(function: Callable) -> Callable:
-    """An API endpoint whose visitor mistakes become Gradio errors of one line, without markup."""
+    """An API endpoint whose visitor mistakes become Gradio errors of one line, without markup.
+
+    The server's log gets that one line too, never a traceback (set $DESCRY_DEBUG for one): a visitor's
+    mistake is no failure of the app. Anything else is a bug, and Gradio logs it in full.
+    """
 
     @functools.wraps(function)
     def guarded(*args, **kwargs):
         try:
             return function(*args, **kwargs)
         except USER_ERRORS as error:
-            raise gr.Error(str(error).replace("`", "")) from None
+            message = str(error).replace("`", "")
+            print(f"refused {function.__name__.removeprefix('api_')}: {message}", flush=True)
+            raise gr.Error(message, print_exception=bool(os.environ.get("DESCRY_DEBUG"))) from None
 
     return guarded

@@ -39,6 +39,7 @@ class Settings:
     llm_token: str | None = None  # DESCRY_LLM_TOKEN: the API needs this token to reach the LLM
     llm_timeout: float = 30.0  # DESCRY_LLM_TIMEOUT: seconds per LLM request
     state_secret: str | None = None  # DESCRY_STATE_SECRET: encrypts what browsers keep; made once if unset
+    proxy_hops: int = 0  # DESCRY_PROXY_HOPS: trusted proxies in front of the app (a Space has 1); 0 trusts none
 
     @property
     def max_unzipped_bytes(self) -> int:
@@ -65,6 +66,7 @@ class Settings:
             llm_token=env.get("DESCRY_LLM_TOKEN") or None,
             llm_timeout=_number(env, "DESCRY_LLM_TIMEOUT", defaults.llm_timeout),
             state_secret=env.get("DESCRY_STATE_SECRET") or None,
+            proxy_hops=_count(env, "DESCRY_PROXY_HOPS"),
         )
 
 
@@ -79,3 +81,12 @@ def _number(env: Mapping[str, str], name: str, default: float) -> float:
     if not value > 0:
         raise SettingsError(f"{name}={text!r} must be more than 0")
     return value
+
+
+def _count(env: Mapping[str, str], name: str) -> int:
+    text = env.get(name)
+    if not text:
+        return 0
+    if not text.strip().isdigit():
+        raise SettingsError(f"{name}={text!r} is not a whole number")
+    return int(text)

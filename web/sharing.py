@@ -15,6 +15,7 @@ import base64
 import binascii
 import json
 import os
+import re
 import secrets
 import zlib
 from dataclasses import dataclass
@@ -65,21 +66,29 @@ def decode_state(token: str, limits: RequestLimits = RequestLimits()) -> tuple[s
     """(classes text, descriptors, example image path or None) from a link, or DescriptorError saying why not."""
     if len(token) > MAX_LINK_CHARS:
         raise DescriptorError(f"the link's state is {len(token):,} characters long; the limit is {MAX_LINK_CHARS:,}")
+    damaged = DescriptorError("the link's state is damaged (it is not what the Copy link button makes)")
+    if not re.fullmatch(r"[A-Za-z0-9_-]+", token):
+        raise damaged  # not the URL-safe alphabet the button writes in
     try:
         packed = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
         unpacker = zlib.decompressobj()
         text = unpacker.decompress(packed, MAX_STATE_BYTES)
-        if unpacker.unconsumed_tail:
-            raise DescriptorError(f"the link's state unpacks to more than {MAX_STATE_BYTES // 1024} KB")
+    except (binascii.Error, ValueError, zlib.error):
+        raise damaged from None
+    if unpacker.unconsumed_tail:
+        raise DescriptorError(f"the link's state unpacks to more than {MAX_STATE_BYTES // 1024} KB")
+    if not unpacker.eof or unpacker.unused_data:
+        raise damaged  # cut short, or with something after the end of the packed state
+    try:
         text = text.decode("utf-8")
-    except (binascii.Error, ValueError, zlib.error) as error:
-        if isinstance(error, DescriptorError):
-            raise
-        raise DescriptorError("the link's state is damaged (it is not what the Copy link button makes)") from None
+    except UnicodeDecodeError:
+        raise damaged from None
     payload = parse_json(text, "the link's state")
     if not isinstance(payload, dict) or not isinstance(payload.get("c"), str) or not isinstance(payload.get("d"), dict):
         raise DescriptorError("the link's state is not a Descry explanation")
     descriptors = require_distinct(parse_descriptors(payload["d"], "the link's descriptors"))
+    limits.check_names(descriptors)
+    limits.check_state(descriptors, payload["c"])
     limits.choose(payload["c"], descriptors)
     return payload["c"], descriptors, example_path(payload.get("i"))
 
@@ -116,6 +125,8 @@ def restore(token: str, saved, shipped: dict, limits: RequestLimits) -> Restored
     if isinstance(saved, dict) and isinstance(saved.get("descriptors"), dict) and isinstance(saved.get("classes"), str):
         try:
             descriptors = require_distinct(parse_descriptors(saved["descriptors"], "the saved session"))
+            limits.check_names(descriptors)
+            limits.check_state(descriptors, saved["classes"])
             limits.choose(saved["classes"], descriptors)
         except DescriptorError:
             return Restored()  # a damaged memory is forgotten quietly: the demo set is shown

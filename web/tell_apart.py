@@ -15,12 +15,13 @@ from pathlib import Path
 
 import gradio as gr
 
+from descriptors import DescriptorError
 from descriptors.differential import merge_pairs
 from descriptors.limits import RequestLimits
 from explain import ExplainerPool, open_image
 from explain.charts import pairs_figure, reference_score
 from web.context import QUIET
-from web.llm_gate import LLMFactory, LLMGate, NoAnswer, NoLLM, pairs_for, visitor_key
+from web.llm_gate import LLMFactory, LLMGate, NoAnswer, NoLLM, pairs_for, visitor_keys
 from web.messages import USER_ERRORS, Refusal, note
 from web.scoring import chart_width, classify_on_device
 from web.uploads import file_path
@@ -55,7 +56,7 @@ def tell_apart(
         return None, None, note("info", "Explain an image with at least two classes first.")
     a, b = result.predictions[0].name, result.predictions[1].name
     try:
-        found, cached = pairs_for(a, b, llm_factory, gate, visitor)
+        found, cached = pairs_for(a, b, llm_factory, gate, visitor, limits=limits)
     except (NoLLM, NoAnswer) as error:
         return None, None, note("error", str(error))
     except Refusal as error:
@@ -76,11 +77,15 @@ def tell_apart(
     return figure, {"a": a, "b": b, "pairs": found}, note("done", done)
 
 
-def add_pairs(descriptors: dict, pending: dict | None) -> tuple[dict, str]:
+def add_pairs(descriptors: dict, pending: dict | None, limits: RequestLimits = RequestLimits()) -> tuple[dict, str]:
     """Merge the pending pairs into both classes' descriptors; returns (descriptors, message)."""
     if not pending:
         return descriptors, note("info", "Ask what tells the two classes apart first.")
     merged = merge_pairs(descriptors, pending["a"], pending["b"], pending["pairs"])
+    try:
+        limits.check_state(merged)
+    except DescriptorError as error:
+        return descriptors, note("error", f"Could not add the pairs: {error}")
     added = sum(len(v) for v in merged.values()) - sum(len(v) for v in descriptors.values())
     return merged, note("done", f"Added {added} descriptors to {pending['a']} and {pending['b']}.")
 
@@ -109,7 +114,7 @@ def wire(ctx) -> None:
             descriptors,
             ctx.llm,
             ctx.gate,
-            visitor_key(request),
+            visitor_keys(request, ctx.settings.proxy_hops),
             chart_width(width),
         )
         shown = figure is not None
@@ -123,7 +128,11 @@ def wire(ctx) -> None:
         api_visibility="private",
         show_progress_on=[ui.message],
     )
+
+    def add(descriptors, pending):
+        return add_pairs(descriptors, pending, ctx.limits)
+
     added = ui.add_pairs_button.click(
-        add_pairs, [ui.descriptor_set, ui.pending_pairs], [ui.descriptor_set, ui.message], **QUIET
+        add, [ui.descriptor_set, ui.pending_pairs], [ui.descriptor_set, ui.message], **QUIET
     )
     ctx.after_change(added)

@@ -2,8 +2,9 @@
 
 `WRITERS` is the one table of output formats; the CLI's `--format`
 choices and what a format needs of the rows come from it, so a new format
-is one function and one row. Parts (`OUT/parts/part-NNNNNN.jsonl`) are written to a temporary name and
-renamed, so a part is either whole or absent; a re-run reads them to skip
+is one function and one row. Parts (`OUT/parts/part-TIME-PID-TAG.jsonl`)
+are written to a temporary name and renamed, so a part is either whole or
+absent, and no two writers can pick one name; a re-run reads them to skip
 what is done. The final file is assembled from all parts, also atomically:
 `labels.parquet` (typed columns, lists of structs), `labels.csv` (the top K
 flattened into columns, the descriptor scores as JSON), or FiftyOne's
@@ -13,14 +14,17 @@ flattened into columns, the descriptor scores as JSON), or FiftyOne's
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
+import os
+import secrets
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from descriptors.store import write_atomically
+from explain.spreadsheet import write_rows
 
 
 def parts_folder(out: Path) -> Path:
@@ -48,14 +52,12 @@ def read_parts(out: Path) -> list[dict]:
 
 
 def write_part(out: Path, rows: list[dict]) -> Path:
-    """One part, whole or not at all."""
+    """One part, whole or not at all, under a name no other writer can take: the time in nanoseconds, the
+    process and a random tag (so parts sort in the order they were written, and two runs can never replace
+    each other's part, even without the lock `run` holds)."""
     folder = parts_folder(out)
     folder.mkdir(parents=True, exist_ok=True)
-    number = len(list(folder.glob("part-*.jsonl")))
-    path = folder / f"part-{number:06d}.jsonl"
-    while path.exists():
-        number += 1
-        path = folder / f"part-{number:06d}.jsonl"
+    path = folder / f"part-{time.time_ns():020d}-{os.getpid()}-{secrets.token_hex(4)}.jsonl"
     write_atomically(
         path, lambda handle: handle.write("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)), "w"
     )
@@ -105,9 +107,7 @@ def _csv(path: Path, rows: list[dict], top: int) -> Path:
         return out
 
     def write(handle) -> None:
-        writer = csv.DictWriter(handle, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(flat(row) for row in rows)
+        write_rows(handle, columns, (flat(row) for row in rows))  # no cell a spreadsheet would run
 
     write_atomically(path, write, "w", newline="")
     return path

@@ -1,8 +1,17 @@
-"""Where the images to label are: a folder tree (any depth), a text file of paths, or a CSV with a `path` column."""
+"""Where the images to label are: a folder tree (any depth), a text file of paths, or a CSV with a `path` column.
+
+Relative entries of a list are read from the list's folder, `../` included
+(the list is its owner's). One file is labelled once, however it is
+spelled: two entries that reach the same file (`a.jpg` and `./a.jpg`, a
+link and its target, two hard links) keep the first spelling only. Entries
+are not opened here: one that is not a regular file (a FIFO, a device)
+becomes an error row when it is labelled, never a wait.
+"""
 
 from __future__ import annotations
 
 import csv
+import os
 from pathlib import Path
 
 from explain.datasets import IMAGE_SUFFIXES
@@ -31,4 +40,19 @@ def read_sources(data: str | Path) -> list[str]:
         raise ExplainError(f"{data}: no such folder or list of images")
     if not paths:
         raise ExplainError(f"{data}: no images found")
-    return list(dict.fromkeys(paths))
+    return _one_spelling_each(paths)
+
+
+def _one_spelling_each(paths: list[str]) -> list[str]:
+    """The paths in order, without a later one that names a file already listed."""
+    kept, seen = [], set()
+    for path in paths:
+        try:
+            info = os.stat(path)
+            identity: tuple = ("file", info.st_dev, info.st_ino)
+        except OSError:  # missing or unreadable: an error row later, known by its normalised spelling
+            identity = ("path", os.path.normpath(os.path.abspath(path)))
+        if identity not in seen:
+            seen.add(identity)
+            kept.append(path)
+    return kept

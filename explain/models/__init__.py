@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from explain.models.base import DEFAULT_MODEL, DEVICES, TEXT_BATCH, EncoderModel, configured_models, resolve_device
+from explain.models.folders import check_folder
 from explain.models.open_clip_backend import is_open_clip_name, load_open_clip
 from explain.models.transformers_backend import load_transformers, wrap_model
 
@@ -34,7 +35,12 @@ BACKENDS = (
 
 
 def load_model(name: str = DEFAULT_MODEL, device: str = "auto") -> EncoderModel:
-    """Load a model by any of the supported name forms; fp16 on CUDA, float32 elsewhere."""
+    """Load a model by any of the supported name forms; fp16 on CUDA, float32 elsewhere.
+
+    A folder is looked at first, so that one missing a part is refused naming what is missing (the config,
+    the weights, the tokenizer's or the image processor's files) rather than with a library's riddle.
+    """
+    check_folder(name)
     backend = next(backend for backend in BACKENDS if backend.claims(name))
     return backend.load(name, device)
 

@@ -11,6 +11,7 @@ fingerprint of a model folder.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import socket
@@ -97,6 +98,28 @@ def _answers(url: str, seconds: float) -> bool:
     return bool(result and result[0])
 
 
+@contextlib.contextmanager
+def quiet_loading():
+    """No progress bars from transformers or huggingface_hub while a model loads ("Loading weights 0%...100%"
+    on every run), unless $DESCRY_VERBOSE asks for them."""
+    if os.environ.get("DESCRY_VERBOSE"):
+        yield
+        return
+    import huggingface_hub.utils as hub_utils
+    from transformers.utils import logging as transformers_logging
+
+    bars, downloads = transformers_logging.is_progress_bar_enabled(), not hub_utils.are_progress_bars_disabled()
+    transformers_logging.disable_progress_bar()
+    hub_utils.disable_progress_bars()
+    try:
+        yield
+    finally:
+        if bars:
+            transformers_logging.enable_progress_bar()
+        if downloads:
+            hub_utils.enable_progress_bars()
+
+
 OFFLINE_ADVICE = (
     "it is not in the local model cache, and the model hub cannot be reached from here; run once with internet "
     "to cache it, or pass --model DIR with a folder saved by save_pretrained (or holding open_clip_config.json "
@@ -114,6 +137,15 @@ def folder_fingerprint(folder: str | Path) -> str:
             info = file.stat()
             digest.update(f"{file.name}:{info.st_size}:{info.st_mtime_ns}".encode())
     return f"dir:{folder}@{digest.hexdigest()}"
+
+
+MAX_HEATMAP_SIZE = 1024  # px: ViT-B/32 at 1024 is a 32×32 grid; a larger input costs minutes and gigabytes
+
+
+def check_heatmap_size(size: int | None) -> None:
+    """Refuse an input size for heatmaps outside what the towers can take in bounded time and memory."""
+    if size is not None and not 32 <= size <= MAX_HEATMAP_SIZE:
+        raise HeatmapsUnavailable(f"a heatmap size of {size} px is outside 32 to {MAX_HEATMAP_SIZE} px")
 
 
 class EncoderModel(ABC):
@@ -164,12 +196,19 @@ class EncoderModel(ABC):
     def encode_pixels(self, pixels: dict[str, torch.Tensor]) -> np.ndarray:
         """Unit-norm embeddings of already-preprocessed images. # [n_images, dim]"""
 
+    def check_heatmaps(self, size: int | None = None) -> None:
+        """Raise `HeatmapsUnavailable`, saying why, when this model cannot give heatmaps (at `size`); cheap, so
+        that a caller can refuse before any image is classified."""
+        check_heatmap_size(size)
+        raise HeatmapsUnavailable(
+            f"maps of where a descriptor matches are not available for {self.name} ({self.backend} model)"
+        )
+
     def patch_embeddings(self, image: Image.Image, size: int | None = None) -> np.ndarray:
         """Unit-norm ClearCLIP patch embeddings of one image, on its patch grid: what heatmaps are made of.
         # [grid_h, grid_w, dim]
 
-        Families where the method does not apply raise `HeatmapsUnavailable`.
+        Families where the method does not apply raise `HeatmapsUnavailable` (see `check_heatmaps`).
         """
-        raise HeatmapsUnavailable(
-            f"maps of where a descriptor matches are not available for {self.name} ({self.backend} model)"
-        )
+        self.check_heatmaps(size)
+        raise HeatmapsUnavailable(f"{self.name} ({self.backend} model) gives no patch embeddings")

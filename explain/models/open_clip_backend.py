@@ -25,8 +25,10 @@ from explain.models.base import (
     OFFLINE_ADVICE,
     TEXT_BATCH,
     EncoderModel,
+    check_heatmap_size,
     folder_fingerprint,
     hub_reachable,
+    quiet_loading,
     resolve_device,
 )
 from explain.scoring import normalise
@@ -98,30 +100,42 @@ class OpenClipModel(EncoderModel):
         images = pixels["pixel_values"].to(self.device, self.dtype)
         return normalise(self.model.encode_image(images).float().cpu().numpy())
 
-    @torch.inference_mode()
-    def patch_embeddings(self, image, size: int | None = None) -> np.ndarray:
-        """ClearCLIP on open_clip's own ViT tower (class-token pooling, no attention pooling); the same
-        recipe as for transformers' CLIP. Timm towers (EVA-CLIP) and attention-pooled ones are refused.
-        # [grid_h, grid_w, dim]"""
+    def check_heatmaps(self, size: int | None = None) -> None:
+        """Raise `HeatmapsUnavailable` with the tower's real reason when it has no heatmap recipe."""
         from open_clip.transformer import VisionTransformer
 
+        check_heatmap_size(size)
         visual = self.model.visual
-        if (
-            not isinstance(visual, VisionTransformer)
-            or visual.attn_pool is not None
-            or visual.pool_type != "tok"
-            or visual.final_ln_after_pool
-        ):
-            raise HeatmapsUnavailable(
-                f"maps of where a descriptor matches are not available for {self.name}: ClearCLIP's recipe needs a ViT "
-                f"tower pooled by its class token, and this one is a {type(visual).__name__}"
-                + (" with attention pooling" if getattr(visual, "attn_pool", None) is not None else "")
+        prefix = f"maps of where a descriptor matches are not available for {self.name}: "
+        if not isinstance(visual, VisionTransformer):
+            kind = type(visual).__name__
+            why = {
+                "ModifiedResNet": "its tower is a convolutional ResNet pooled by attention, not a ViT",
+                "TimmModel": "its tower is a timm model, whose blocks ClearCLIP's recipe here does not reach",
+            }.get(kind, f"its tower is a {kind}, not a ViT with patch tokens")
+            raise HeatmapsUnavailable(prefix + why)
+        if visual.attn_pool is not None:
+            raise HeatmapsUnavailable(prefix + "its ViT pools its tokens with an attention head, not its class token")
+        if visual.pool_type != "tok":
+            how = {"avg": "by averaging its patch tokens", "none": "not at all"}.get(
+                visual.pool_type, f"by {visual.pool_type!r}"
             )
+            raise HeatmapsUnavailable(prefix + f"its ViT pools {how}, not by its class token")
+        if visual.final_ln_after_pool:
+            raise HeatmapsUnavailable(prefix + "its ViT normalises after pooling, which the recipe does not follow")
         if size is not None:
             raise HeatmapsUnavailable(
                 f"a finer grid for {self.name} would need interpolated position embeddings, "
                 "which open_clip's tower does not offer"
             )
+
+    @torch.inference_mode()
+    def patch_embeddings(self, image, size: int | None = None) -> np.ndarray:
+        """ClearCLIP on open_clip's own ViT tower (class-token pooling, no attention pooling); the same
+        recipe as for transformers' CLIP. Timm towers (EVA-CLIP) and attention-pooled ones are refused.
+        # [grid_h, grid_w, dim]"""
+        self.check_heatmaps(size)
+        visual = self.model.visual
         pixels = self.image_processor(images=[image])["pixel_values"].to(self.device, self.dtype)
         x = visual._embeds(pixels)  # [1, tokens, width]: patches, class token, positions, ln_pre
         batch_first = getattr(visual.transformer, "batch_first", True)
@@ -167,7 +181,8 @@ def load_open_clip(name: str, device: str = "auto") -> OpenClipModel:
         model_name, pretrained, fingerprint = f"local-dir:{folder}", None, folder_fingerprint(folder)
     online = Path(name).is_dir() or hub_reachable()
     try:
-        with _quiet_logging():  # open_clip logs its failures at the root logger, beside the exception it raises
+        # open_clip logs its failures at the root logger, beside the exception it raises.
+        with _quiet_logging(), quiet_loading():
             model, _, transform = open_clip.create_model_and_transforms(
                 model_name, pretrained=pretrained, precision=precision, device=target
             )

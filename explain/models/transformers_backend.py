@@ -23,8 +23,10 @@ from explain.models.base import (
     OFFLINE_ADVICE,
     TEXT_BATCH,
     EncoderModel,
+    check_heatmap_size,
     folder_fingerprint,
     hub_reachable,
+    quiet_loading,
     resolve_device,
 )
 from explain.scoring import normalise
@@ -119,22 +121,8 @@ class TransformersModel(EncoderModel):
         normalised. `size` > the model's input (e.g. 448) interpolates the
         position embeddings for a finer grid. # [grid_h, grid_w, dim]
         """
-        tower = getattr(self.model, "vision_model", None)
-        needed = ("embeddings", "pre_layrnorm", "encoder", "post_layernorm")
-        if (
-            tower is None
-            or not all(hasattr(tower, part) for part in needed)
-            or not hasattr(self.model, "visual_projection")
-        ):
-            kind = self.model.config.model_type
-            why = {
-                "siglip": "SigLIP has no class token and pools with an attention head, "
-                "so ClearCLIP's last-block recipe does not carry over",
-                "siglip2": "SigLIP 2 has no class token and pools with an attention head, "
-                "so ClearCLIP's last-block recipe does not carry over",
-                "align": "ALIGN's image tower is convolutional (EfficientNet), not a ViT with patch tokens",
-            }.get(kind, f"{kind} has no CLIP-style ViT image tower")
-            raise HeatmapsUnavailable(f"maps of where a descriptor matches are not available for {self.name}: {why}")
+        self.check_heatmaps(size)
+        tower = self.model.vision_model
         pixels = self.pixels_at(image, size)
         x = tower.pre_layrnorm(tower.embeddings(pixels, interpolate_pos_encoding=size is not None))
         for layer in tower.encoder.layers[:-1]:
@@ -151,6 +139,26 @@ class TransformersModel(EncoderModel):
         patches = self.model.visual_projection(tower.post_layernorm(mixed[0, 1:]))  # [n_patches, dim]
         side = int(round((tokens - 1) ** 0.5))
         return normalise(patches.float().cpu().numpy()).reshape(side, side, -1)
+
+    def check_heatmaps(self, size: int | None = None) -> None:
+        """Raise `HeatmapsUnavailable` with the reason when this model's tower has no heatmap recipe."""
+        check_heatmap_size(size)
+        tower = getattr(self.model, "vision_model", None)
+        needed = ("embeddings", "pre_layrnorm", "encoder", "post_layernorm")
+        if (
+            tower is None
+            or not all(hasattr(tower, part) for part in needed)
+            or not hasattr(self.model, "visual_projection")
+        ):
+            kind = self.model.config.model_type
+            why = {
+                "siglip": "SigLIP has no class token and pools with an attention head, "
+                "so ClearCLIP's last-block recipe does not carry over",
+                "siglip2": "SigLIP 2 has no class token and pools with an attention head, "
+                "so ClearCLIP's last-block recipe does not carry over",
+                "align": "ALIGN's image tower is convolutional (EfficientNet), not a ViT with patch tokens",
+            }.get(kind, f"{kind} has no CLIP-style ViT image tower")
+            raise HeatmapsUnavailable(f"maps of where a descriptor matches are not available for {self.name}: {why}")
 
     def pixels_at(self, image, size: int | None = None) -> torch.Tensor:
         """The processor's tensor for one image, at the model's input size or `size` pixels square."""
@@ -172,8 +180,9 @@ def load_transformers(name: str, device: str = "auto") -> TransformersModel:
     dtype = torch.float16 if target.type == "cuda" else torch.float32
     online = Path(name).is_dir() or hub_reachable()
     try:
-        model = AutoModel.from_pretrained(name, dtype=dtype)
-        processor = AutoProcessor.from_pretrained(name)
+        with quiet_loading():
+            model = AutoModel.from_pretrained(name, dtype=dtype)
+            processor = AutoProcessor.from_pretrained(name)
     except Exception as error:  # transformers raises OSError, ValueError, KeyError... for a bad name
         reason = first_line(error) if online else OFFLINE_ADVICE
         raise ModelLoadError(f"cannot load model {name!r}: {reason}") from None
