@@ -15,6 +15,7 @@ import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
+from descriptors.errors import DescriptorError
 from descriptors.names import duplicate_names, key_index, normalise_name
 from descriptors.validate import check_structure
 
@@ -27,10 +28,6 @@ def default_cache_dir() -> Path:
     if configured:
         return Path(configured)
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "descry"
-
-
-class DescriptorError(ValueError):
-    """A descriptor file or a class list that cannot be used; the message is one line."""
 
 
 def parse_descriptors(data: object, source: str = "descriptors") -> Descriptors:

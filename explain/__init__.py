@@ -7,6 +7,8 @@ descriptor matches (`Heatmaps`). The CLI, the web app and dataset
 evaluation all call these same names.
 """
 
+__version__ = "0.3.0"  # kept equal to pyproject.toml's; recorded in every label file's provenance
+
 from explain.cache import EmbeddingStore
 from explain.engine import Explainer
 from explain.errors import ExplainError, HeatmapsUnavailable, ImageError, ModelLoadError
@@ -34,4 +36,5 @@ __all__ = [
     "load_model",
     "open_image",
     "wrap_model",
+    "__version__",
 ]

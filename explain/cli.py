@@ -157,8 +157,27 @@ def _add_label(label: argparse.ArgumentParser) -> None:
     label.add_argument(
         "--model", default=None, metavar="MODEL", help=f"default: the first of $EXPLAIN_MODEL, else {DEFAULT_MODEL}"
     )
+    label.add_argument(
+        "--classes",
+        metavar="LIST",
+        help="the names labels are written with, comma-separated, matched to the descriptor file's classes by name "
+        "(default: the file's own names)",
+    )
+    label.add_argument(
+        "--classes-from",
+        metavar="DATASET",
+        help="take --classes from a labelled dataset: an ImageFolder tree's folder names or a CSV's labels",
+    )
     label.add_argument("--top", type=_positive, default=5, metavar="K", help="classes kept per image (default: 5)")
+    label.add_argument(
+        "--descriptor-scores",
+        type=_classes_or_all,
+        default=2,
+        metavar="K|all",
+        help="keep the descriptor scores of the K best classes, or of all (default: 2, the label and the runner-up)",
+    )
     label.add_argument("--format", choices=FORMATS, default=FORMATS[0])
+    _add_template_flags(label)
     _add_engine_flags(label)
     label.add_argument("--batch-size", type=_positive, default=64, metavar="N")
     label.add_argument(
@@ -184,6 +203,9 @@ def _add_engine_flags(parser: argparse.ArgumentParser, what: str | None = None) 
     parser.add_argument("--engine", choices=tuple(ENGINES), default="local", help=what)
     parser.add_argument(
         "--ray-address", metavar="ADDR", help="a running Ray cluster (default: start Ray on this machine)"
+    )
+    parser.add_argument(
+        "--verbose", action="store_true", help="show Ray's own messages here (default: they go to OUT/ray.log)"
     )
 
 
@@ -228,6 +250,10 @@ def _positive(text: str) -> int:
     return value
 
 
+def _classes_or_all(text: str) -> int | None:
+    return None if text.strip().lower() == "all" else _positive(text)
+
+
 def _heatmap_size(text: str) -> int:
     value = _positive(text)
     if not 32 <= value <= MAX_HEATMAP_SIZE:
@@ -236,7 +262,9 @@ def _heatmap_size(text: str) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    args.command_line = ("python", "-m", "explain", *argv)  # recorded with labels, as it was typed
     _quiet_transformers()
     try:
         commands = {"evaluate": evaluate_command, "label": label_command, "classify": classify_command}
@@ -302,9 +330,37 @@ def _classify_batch(explainer: Explainer, images, names, descriptors, args: argp
 
 
 def label_command(args: argparse.Namespace) -> int:
-    from explain.labelling import label_collection
+    from explain.datasets import load_dataset
+    from explain.labelling import LabelRecipe, RunOptions, label_collection
 
-    descriptors = load_descriptors(args.descriptors)
+    _checked_template(args.template)
+    if args.classes is not None and args.classes_from is not None:
+        raise ExplainError("give --classes or --classes-from, not both")
+    classes = parse_class_list(args.classes) if args.classes is not None else None
+    if args.classes_from is not None:
+        classes = load_dataset(args.classes_from).classes
+    recipe = LabelRecipe(
+        args.model or configured_models()[0],
+        load_descriptors(args.descriptors),
+        tuple(classes) if classes is not None else None,
+        args.template,
+        prompt_style(args),
+        args.top,
+        args.descriptor_scores,
+        str(args.descriptors),
+    )
+    options = RunOptions(
+        args.engine,
+        args.format,
+        args.batch_size,
+        args.workers,
+        args.device,
+        _store(args),
+        args.ray_address,
+        args.part_size,
+        args.verbose,
+        args.command_line,
+    )
 
     def progress(total: int, already: int):
         if already:
@@ -313,24 +369,9 @@ def label_command(args: argparse.Namespace) -> int:
                 file=sys.stderr,
                 flush=True,
             )
-        return _bar("images", total - already) if total > already else None
+        return _Bar("images", total - already) if total > already else None
 
-    summary = label_collection(
-        args.data,
-        descriptors,
-        args.model or configured_models()[0],
-        args.out,
-        args.engine,
-        args.format,
-        args.top,
-        args.batch_size,
-        args.workers,
-        args.device,
-        _store(args),
-        args.ray_address,
-        args.part_size,
-        progress=progress,
-    )
+    summary = label_collection(args.data, recipe, args.out, options, progress)
     print(
         f"labelled {summary['labelled']:,} images ({summary['skipped']:,} already done, "
         f"{summary['failed']:,} unreadable); "
@@ -346,26 +387,68 @@ def encode_progress(total: int):
     return _bar("prompts", total)
 
 
-def _bar(label: str, total: int):
-    from tqdm import tqdm
+class _LiveStderr:
+    """Whatever `sys.stderr` is at each write: while Ray's native output is sent to a log, Python's
+    `sys.stderr` still reaches the terminal, and a bar made before that must follow it."""
 
-    unit = "prompt" if label.startswith("prompts") else "img"
-    if unit == "prompt":
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+    def isatty(self) -> bool:
+        return sys.stderr.isatty()
+
+
+class _Bar:
+    """A progress bar on stderr that counts images (or prompts), and shows what is happening before the first
+    count ("starting Ray and 2 workers") with the seconds ticking, so a slow start never looks like a hang."""
+
+    def __init__(self, label: str, total: int):
+        from tqdm import tqdm
+
+        self.label = label
+        unit = "prompt" if label.startswith("prompts") else "img"
+        self.bar = tqdm(total=total, desc=label, unit=unit, file=_LiveStderr(), leave=True)
+        self.done = 0
+        self._ticking = None
+
+    def note(self, text: str | None) -> None:
+        import threading
+
+        if self._ticking is not None:
+            self._ticking.set()
+            self._ticking = None
+        self.bar.set_description_str(text or self.label)
+        if text:
+            stop = self._ticking = threading.Event()
+
+            def tick() -> None:
+                while not stop.wait(1.0):
+                    self.bar.refresh()
+
+            threading.Thread(target=tick, daemon=True).start()
+
+    def step(self, count: int) -> None:
+        self.done += count
+        self.bar.update(count)
+        if self.done >= self.bar.total:
+            self.note(None)
+            self.bar.close()
+
+    def __call__(self, count: int) -> None:  # the plain step counter evaluation and the encoder use
+        self.step(count)
+
+
+def _bar(label: str, total: int) -> _Bar:
+    if label.startswith("prompts"):
         print(
             f"encoding {total:,} new prompts (first use with this model; cached for later runs)",
             file=sys.stderr,
             flush=True,
         )
-    bar = tqdm(total=total, desc=label, unit=unit, file=sys.stderr, leave=True)
-    done = [0]
-
-    def step(count: int) -> None:
-        done[0] += count
-        bar.update(count)
-        if done[0] >= total:
-            bar.close()
-
-    return step
+    return _Bar(label, total)
 
 
 def evaluate_command(args: argparse.Namespace) -> int:
@@ -382,7 +465,10 @@ def evaluate_command(args: argparse.Namespace) -> int:
     pool = _pool(args, names, store)
     explainers = {name: pool.get(name) for name in names}
     engine = make_engine(
-        args.engine, EngineOptions(args.batch_size, args.workers, args.device, store, args.ray_address)
+        args.engine,
+        EngineOptions(
+            args.batch_size, args.workers, args.device, store, args.ray_address, args.out / "ray.log", args.verbose
+        ),
     )
     run = run_evaluation(
         dataset, descriptors, explainers, recipe, store, args.batch_size, args.workers, args.strict, _bar, engine.embed

@@ -11,13 +11,13 @@ files and HTML lives in `report`; the counting lives in `metrics`.
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from descriptors import DEFAULT_TEMPLATE, DescriptorError, PromptSet, PromptStyle, build_prompts, normalise_name
+from descriptors import DEFAULT_TEMPLATE, PromptSet, PromptStyle, build_prompts
+from descriptors.names import ClassMatch, match_classes
 from descriptors.prompts import DESCRY, template_prompts
 from descriptors.waffle import DEFAULT_PAIRS, waffle_prompts
 from explain.cache import EmbeddingStore
@@ -28,81 +28,6 @@ from explain.metrics import SCALAR_METRICS, classification_metrics, top_k
 from explain.scoring import class_scores, descriptor_scores, softmax
 
 METHODS = ("descriptors", "baseline", "waffle")
-
-
-def match_key(name: str) -> str:
-    """The loose form a dataset class and a descriptor key are matched by.
-
-    Case is ignored; hyphens, underscores and runs of spaces are one space;
-    a leading number with its "." or "_" ("001.", "015_") and a trailing
-    "-101" (Caltech-256's duplicates of Caltech-101) are dropped. So
-    "001.Black_footed_Albatross" meets "Black-footed Albatross", and
-    "015.bonsai-101" meets "bonsai".
-    """
-    bare = re.sub(r"^\s*\d+[._]", "", name)
-    bare = re.sub(r"-101\s*$", "", bare)
-    return " ".join(re.sub(r"[-_]", " ", bare).casefold().split())
-
-
-def readable_name(name: str) -> str:
-    """How a dataset class without descriptors is written in its prompts: "015.bonsai-101" -> "bonsai"."""
-    bare = re.sub(r"-101\s*$", "", re.sub(r"^\s*\d+[._]", "", name))
-    return " ".join(re.sub(r"[-_]", " ", bare).split()) or name
-
-
-@dataclass
-class ClassMatch:
-    """How each dataset class meets the descriptor file.
-
-    `descriptors` and `labels` are keyed by dataset class, in dataset order:
-    the class's descriptors as written (empty when it has none), and the
-    name its prompts use: the matched descriptor key, else `readable_name`.
-    """
-
-    descriptors: dict[str, list[str]]
-    labels: dict[str, str]
-    missing: list[str]  # classes with no usable descriptor
-
-
-def match_classes(classes: Sequence[str], descriptors: Mapping[str, list[str]], strict: bool = False) -> ClassMatch:
-    """Descriptors for each dataset class, matched by name, never by position.
-
-    An exact match (ignoring case and underscores) wins; otherwise the loose
-    `match_key` form is tried. Two dataset classes that reach one key, or a
-    class whose loose form fits two keys, are errors naming both. With
-    `strict`, a class without descriptors is an error too.
-    """
-    exact = {normalise_name(key): key for key in descriptors}
-    loose: dict[str, list[str]] = {}
-    for key in descriptors:
-        loose.setdefault(match_key(key), []).append(key)
-    found: dict[str, str | None] = {}
-    for name in classes:
-        key = exact.get(normalise_name(name))
-        if key is None:
-            candidates = loose.get(match_key(name), [])
-            if len(candidates) > 1:
-                raise DescriptorError(
-                    f"dataset class {name!r} matches more than one descriptor key: "
-                    f"{candidates[0]!r} and {candidates[1]!r}"
-                )
-            key = candidates[0] if candidates else None
-        found[name] = key
-    by_label: dict[str, str] = {}
-    labels = {name: key if key is not None else readable_name(name) for name, key in found.items()}
-    for name, label in labels.items():
-        other = by_label.setdefault(normalise_name(label), name)
-        if other != name:
-            what = f"descriptor key {found[name]!r}" if found[name] is not None else f"the name {label!r}"
-            raise DescriptorError(
-                f"dataset classes {other!r} and {name!r} both match {what}; rename one of the folders"
-            )
-    matched = {name: list(descriptors[key]) if key is not None else [] for name, key in found.items()}
-    missing = [name for name, values in matched.items() if not any(v.strip() for v in values)]
-    if strict and missing:
-        shown = ", ".join(missing[:10]) + (" ..." if len(missing) > 10 else "")
-        raise DescriptorError(f"{len(missing)} dataset classes have no descriptors: {shown}")
-    return ClassMatch(matched, labels, missing)
 
 
 # --- scoring a whole dataset ----------------------------------------------------------------------------
@@ -179,6 +104,17 @@ def score_dataset(
         evaluation.waffle_reps.append(scored(waffle_prompts(descriptors, recipe.waffle_pairs, seed, labels), seed=seed))
     evaluation.methods["waffle"] = evaluation.waffle_reps[0]
     return evaluation
+
+
+def count_unreadable(summary: dict, unreadable: int) -> None:
+    """Add to each method's metrics how many images could not be read (`n_unreadable`) and the top-1
+    accuracy that counts each of them as wrong (`acc1_all`): what FiftyOne's evaluate_classifications
+    reports for samples left without a prediction. The other metrics count the readable images only."""
+    entries = [m for m in summary.values() if isinstance(m, dict)] + list(summary.get("waffle_reps", []))
+    for metrics in entries:
+        n = metrics["n_samples"]
+        metrics["n_unreadable"] = unreadable
+        metrics["acc1_all"] = metrics["acc1"] * n / (n + unreadable) if n + unreadable else float("nan")
 
 
 def summarise(evaluation: ModelEvaluation, targets: np.ndarray, classes: list[str]) -> dict:
@@ -394,6 +330,8 @@ def run_evaluation(
         diagnostics[name] = descriptor_diagnostics(
             evaluation.methods["descriptors"], targets, evaluation.methods["baseline"].logits
         )
+    for summary in metrics.values():
+        count_unreadable(summary, len(unreadable))
     predicted = {name: e.methods["descriptors"].logits.argmax(axis=1) for name, e in evaluations.items()}
     baseline = {name: e.methods["baseline"].logits.argmax(axis=1) for name, e in evaluations.items()}
     found = views(predicted, targets, baseline)

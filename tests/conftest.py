@@ -84,3 +84,11 @@ def frog_file(tmp_path):
     path = tmp_path / "frogs.json"
     path.write_text(json.dumps(FROGS))
     return path
+
+
+def label(data, out, model, descriptors=FROGS, recipe=None, **options):
+    """label_collection with a recipe of `model` and `descriptors` (plus `recipe`) and RunOptions(**options)."""
+    options.setdefault("workers", 0)
+    from explain.labelling import LabelRecipe, RunOptions, label_collection
+
+    return label_collection(data, LabelRecipe(str(model), descriptors, **(recipe or {})), out, RunOptions(**options))

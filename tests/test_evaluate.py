@@ -11,18 +11,11 @@ from PIL import Image
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, top_k_accuracy_score
 
 from descriptors import DescriptorError, build_prompts
+from descriptors.names import match_classes, match_key
 from explain import EmbeddingStore, Explainer, load_model
 from explain.cli import main
 from explain.datasets import load_dataset
-from explain.evaluate import (
-    MethodScores,
-    PromptRecipe,
-    descriptor_diagnostics,
-    match_classes,
-    match_key,
-    run_evaluation,
-    views,
-)
+from explain.evaluate import MethodScores, PromptRecipe, descriptor_diagnostics, run_evaluation, views
 from explain.metrics import classification_metrics, expected_calibration_error
 from explain.scoring import class_scores
 

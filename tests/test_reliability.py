@@ -27,11 +27,11 @@ from descriptors.limits import RequestLimits
 from explain import Explainer, ExplainerPool, ExplainError, load_model
 from explain.cache import EmbeddingStore, open_store
 from explain.errors import HeatmapsUnavailable, ModelLoadError
-from explain.labelling import label_collection
 from explain.labelling.outputs import read_parts, write_part
 from explain.labelling.run import exclusive
 from tests.conftest import FROGS, random_image
 from tests.fake_llm import FakeLLM, answer
+from tests.test_labelling import label
 from web import api, editor, evaluate_tab, llm_gate, scoring, sharing, tell_apart
 from web.settings import Settings
 
@@ -242,8 +242,8 @@ def test_a_second_run_into_the_same_out_is_refused_naming_the_first(clip_dir, tm
     random_image(1).save(photos / "a.png")
     with exclusive(tmp_path / "out"):
         with pytest.raises(ExplainError, match=r"is being labelled by process \d+ on .*, started"):
-            label_collection(photos, FROGS, str(clip_dir), tmp_path / "out", workers=0)
-    summary = label_collection(photos, FROGS, str(clip_dir), tmp_path / "out", workers=0)  # free again
+            label(photos, tmp_path / "out", clip_dir)
+    summary = label(photos, tmp_path / "out", clip_dir)  # free again
     assert summary["labelled"] == 1
 
 
@@ -285,13 +285,22 @@ def test_csv_cells_cannot_start_a_formula(clip_dir, tmp_path, monkeypatch):
     for k, name in enumerate(names):
         random_image(k).save(photos / name)
     descriptors = {"=evil": ["a crest"], "newt": ["a tail"]}
-    label_collection(".", descriptors, str(clip_dir), tmp_path / "csv", fmt="csv", workers=0)
-    label_collection(".", descriptors, str(clip_dir), tmp_path / "pq", workers=0)
+    label(".", tmp_path / "csv", clip_dir, descriptors, fmt="csv")
+    label(".", tmp_path / "pq", clip_dir, descriptors)
     import csv
 
     with open(tmp_path / "csv" / "labels.csv", newline="", encoding="utf-8") as handle:
         cells = [cell for row in csv.reader(handle) for cell in row]
-    assert not any(cell.startswith(("=", "+", "-", "@", "\t", "\r")) for cell in cells)
+
+    def number(cell: str) -> bool:  # a score such as -13.06 is written as a number, which a spreadsheet never runs
+        try:
+            float(cell)
+            return True
+        except ValueError:
+            return False
+
+    assert not any(cell.startswith(("=", "+", "-", "@", "\t", "\r")) and not number(cell) for cell in cells)
+    assert any(number(cell) and cell.startswith("-") for cell in cells)  # negative scores are there, as numbers
     assert any(cell.startswith("'=HYPERLINK") for cell in cells) and any(cell == "'=evil" for cell in cells)
     raw = pq.read_table(tmp_path / "pq" / "labels.parquet").to_pylist()
     assert {Path(row["path"]).name for row in raw} == set(names)  # the other formats keep the raw strings
@@ -311,9 +320,7 @@ def test_a_path_list_with_a_fifo_and_a_device_finishes_with_error_rows(clip_dir,
     listing = tmp_path / "list" / "images.txt"
     listing.write_text("../real.png\n../pipe.png\n/dev/zero\n../link.png\n../list/../real.png\n")
     result = {}
-    worker = threading.Thread(
-        target=lambda: result.update(label_collection(listing, FROGS, str(clip_dir), tmp_path / "out", workers=0))
-    )
+    worker = threading.Thread(target=lambda: result.update(label(listing, tmp_path / "out", clip_dir)))
     worker.start()
     worker.join(60)
     assert not worker.is_alive(), "labelling hung on a FIFO or a device"

@@ -8,8 +8,10 @@ absent, and no two writers can pick one name; a re-run reads them to skip
 what is done. The final file is assembled from all parts, also atomically:
 `labels.parquet` (typed columns, lists of structs), `labels.csv` (the top K
 flattened into columns, the descriptor scores as JSON), or FiftyOne's
-`FiftyOneImageClassificationDataset` layout (`labels.json` and a
-`data.json` manifest of file paths).
+`FiftyOneImageClassificationDataset` layout (`labels.json`, a `data.json`
+manifest of file paths, and `errors.json`). Every format carries how its
+labels were made (`recipe.provenance`): inside labels.parquet's metadata,
+and as `provenance.json` beside the files.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import json
 import os
 import secrets
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,28 +66,60 @@ def write_part(out: Path, rows: list[dict]) -> Path:
     return path
 
 
-def assemble(out: Path, fmt: str, classes: Iterable[str], top: int) -> list[Path]:
-    """The final file(s) in format `fmt`, from every part in `out`."""
-    return WRITERS[fmt].write(out, read_parts(out), list(classes), top)
+def assemble(out: Path, fmt: str, record: dict) -> list[Path]:
+    """The final file(s) in format `fmt`, from every part in `out`, with `record` (the provenance) beside
+    them: in labels.parquet's metadata, and as provenance.json in every folder written."""
+    rows = read_parts(out)
+    files = WRITERS[fmt].write(out, rows, record)
+    for folder in dict.fromkeys(path.parent for path in files):
+        files.append(_json(folder / "provenance.json", record))
+    return files
 
 
-def _parquet(path: Path, rows: list[dict]) -> Path:
+def write_recipe(out: Path, record: dict) -> None:
+    """The recipe of the rows in `out`'s parts, so that a re-run can check it adds rows made the same way."""
+    parts_folder(out).mkdir(parents=True, exist_ok=True)
+    _json(parts_folder(out) / "recipe.json", record)
+
+
+def read_recipe(out: Path) -> dict | None:
+    path = parts_folder(out) / "recipe.json"
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        return {}  # unreadable: treated as made another way, never silently as the same
+
+
+def _json(path: Path, value) -> Path:
+    write_atomically(path, lambda handle: handle.write(json.dumps(value, ensure_ascii=False, indent=1)), "w")
+    return path
+
+
+def _parquet(path: Path, rows: list[dict], record: dict) -> Path:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    schema = pa.schema(
-        [
-            ("path", pa.string()),
-            ("label", pa.string()),
-            ("probability", pa.float64()),
-            ("top", pa.list_(pa.struct([("class", pa.string()), ("probability", pa.float64())]))),
-            ("baseline_label", pa.string()),
-            ("baseline_probability", pa.float64()),
-            ("margin", pa.float64()),
-            ("descriptors", pa.list_(pa.struct([("descriptor", pa.string()), ("score", pa.float64())]))),
-            ("error", pa.string()),
-        ]
-    )
+    fields = [
+        ("path", pa.string()),
+        ("label", pa.string()),
+        ("probability", pa.float64()),
+        (
+            "top",
+            pa.list_(pa.struct([("class", pa.string()), ("score", pa.float64()), ("probability", pa.float64())])),
+        ),
+        ("baseline_label", pa.string()),
+        ("baseline_probability", pa.float64()),
+        ("margin", pa.float64()),
+        (
+            "descriptors",
+            pa.list_(pa.struct([("class", pa.string()), ("descriptor", pa.string()), ("score", pa.float64())])),
+        ),
+        ("error", pa.string()),
+    ]
+    # Everything about how the labels were made travels inside the file, readable with any Parquet reader.
+    schema = pa.schema(fields, metadata={"descry": json.dumps(record, ensure_ascii=False)})
     table = pa.Table.from_pylist(rows, schema=schema)
     write_atomically(path, lambda handle: pq.write_table(table, handle), "wb")
     return path
@@ -93,15 +127,14 @@ def _parquet(path: Path, rows: list[dict]) -> Path:
 
 def _csv(path: Path, rows: list[dict], top: int) -> Path:
     columns = ["path", "label", "probability", "baseline_label", "baseline_probability", "margin"]
-    columns += [f"top{k}_{what}" for k in range(1, top + 1) for what in ("class", "probability")] + [
-        "descriptors",
-        "error",
-    ]
+    columns += [f"top{k}_{what}" for k in range(1, top + 1) for what in ("class", "score", "probability")]
+    columns += ["descriptors", "error"]
 
     def flat(row: dict) -> dict:
         out = {key: row.get(key) for key in columns[:6]}
         for k, entry in enumerate(row["top"][:top], 1):
-            out[f"top{k}_class"], out[f"top{k}_probability"] = entry["class"], entry["probability"]
+            for what in ("class", "score", "probability"):
+                out[f"top{k}_{what}"] = entry[what]
         out["descriptors"] = json.dumps(row["descriptors"], ensure_ascii=False) if row["descriptors"] else ""
         out["error"] = row.get("error") or ""
         return out
@@ -113,45 +146,54 @@ def _csv(path: Path, rows: list[dict], top: int) -> Path:
     return path
 
 
-def _fiftyone(folder: Path, rows: list[dict], classes: list[str]) -> list[Path]:
-    """FiftyOne's FiftyOneImageClassificationDataset: labels.json ({"classes", "labels": {uuid: label}}) and a
-    data.json manifest ({uuid: file path}), for `fo.Dataset.from_dir(dataset_dir=folder,
-    dataset_type=fo.types.FiftyOneImageClassificationDataset, data_path="data.json")`."""
+def fiftyone_label(row: dict) -> dict | None:
+    """A row as FiftyOne's `Classification`: `label` and `confidence` in its own fields, and the explanation
+    as attributes, with `logits` (every class score, in the provenance's class order) among them, which is
+    where FiftyOne's importer looks for it. None for a row without a label."""
+    if row["label"] is None:
+        return None
+    attributes = {
+        "logits": row.get("logits"),
+        "top": row["top"],
+        "baseline_label": row["baseline_label"],
+        "baseline_probability": row["baseline_probability"],
+        "margin": row["margin"],
+        "descriptors": row["descriptors"],
+    }
+    return {"label": row["label"], "confidence": row["probability"], "attributes": attributes}
+
+
+def _fiftyone(folder: Path, rows: list[dict], record: dict) -> list[Path]:
+    """FiftyOne's FiftyOneImageClassificationDataset: labels.json ({"classes", "labels": {uuid: label}}), a
+    data.json manifest ({uuid: file path}) and errors.json ({file path: why it has no label}), for
+    `fo.Dataset.from_dir(dataset_dir=folder, dataset_type=fo.types.FiftyOneImageClassificationDataset,
+    data_path="data.json", label_field="descry")`, or `explain.fiftyone_model.load_labels(folder)`."""
     folder.mkdir(parents=True, exist_ok=True)
-    labels, data = {}, {}
+    labels, data, errors = {}, {}, {}
     for row in rows:
         uuid = hashlib.sha1(row["path"].encode("utf-8")).hexdigest()[:20]
         data[uuid] = str(Path(row["path"]).resolve())
-        if row["label"] is None:
-            labels[uuid] = None
-        else:
-            labels[uuid] = {
-                "label": row["label"],
-                "confidence": row["probability"],
-                "logits": row.get("logits"),
-                "attributes": {"baseline_label": row["baseline_label"], "margin": row["margin"]},
-            }
-    written = [folder / "labels.json", folder / "data.json"]
-    write_atomically(
-        written[0],
-        lambda h: h.write(json.dumps({"classes": classes, "labels": labels}, ensure_ascii=False, indent=1)),
-        "w",
-    )
-    write_atomically(written[1], lambda h: h.write(json.dumps(data, ensure_ascii=False, indent=1)), "w")
-    return written
+        labels[uuid] = fiftyone_label(row)
+        if row["error"]:
+            errors[data[uuid]] = row["error"]
+    return [
+        _json(folder / "labels.json", {"classes": record["classes"], "labels": labels}),
+        _json(folder / "data.json", data),
+        _json(folder / "errors.json", errors),
+    ]
 
 
 @dataclass(frozen=True)
 class Writer:
     """One output format: how rows become files in OUT, and whether its rows need every class score."""
 
-    write: Callable[[Path, list[dict], list[str], int], list[Path]]  # (out, rows, classes, top) -> files
+    write: Callable[[Path, list[dict], dict], list[Path]]  # (out, rows, provenance) -> files
     keeps_logits: bool = False  # each row carries `logits`, every class's score (large for big class lists)
 
 
 WRITERS = {
-    "parquet": Writer(lambda out, rows, classes, top: [_parquet(out / "labels.parquet", rows)]),
-    "csv": Writer(lambda out, rows, classes, top: [_csv(out / "labels.csv", rows, top)]),
-    "fiftyone": Writer(lambda out, rows, classes, top: _fiftyone(out / "fiftyone", rows, classes), keeps_logits=True),
+    "parquet": Writer(lambda out, rows, record: [_parquet(out / "labels.parquet", rows, record)]),
+    "csv": Writer(lambda out, rows, record: [_csv(out / "labels.csv", rows, record["top"])]),
+    "fiftyone": Writer(lambda out, rows, record: _fiftyone(out / "fiftyone", rows, record), keeps_logits=True),
 }
 FORMATS = tuple(WRITERS)

@@ -6,70 +6,113 @@ import contextlib
 import os
 import socket
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from explain.cache import EmbeddingStore
 from explain.engine import Explainer
 from explain.errors import ExplainError
-from explain.labelling.engines import EngineOptions, make_engine
-from explain.labelling.outputs import WRITERS, assemble, done_paths, write_part
+from explain.labelling.engines import EngineOptions, LabelTask, make_engine
+from explain.labelling.outputs import WRITERS, assemble, done_paths, read_recipe, write_part, write_recipe
+from explain.labelling.recipe import LabelRecipe, check_resumable, provenance
 from explain.labelling.scorer import Labeller
 from explain.labelling.sources import read_sources
-from explain.models import load_model
+from explain.models import backend_name, load_model
 
 PART_SIZE = 256  # rows per part: what a crash can lose at most
 
 
+@dataclass(frozen=True)
+class RunOptions:
+    """How a labelling run is carried out; none of it changes a label."""
+
+    engine: str = "local"
+    fmt: str = "parquet"
+    batch_size: int = 64
+    workers: int = 2
+    device: str = "auto"
+    store: EmbeddingStore | None = None
+    ray_address: str | None = None
+    part_size: int = PART_SIZE
+    verbose: bool = False  # Ray's own messages on the terminal rather than in OUT/ray.log
+    command: tuple[str, ...] | None = None  # the command line recorded with the labels; None: this process's
+
+
+class Progress(Protocol):
+    """What a run tells its caller: what it is doing before the first images are embedded (None once they
+    are), and how many images were just embedded."""
+
+    def note(self, text: str | None) -> None: ...
+
+    def step(self, count: int) -> None: ...
+
+
 def label_collection(
     data: str | Path,
-    descriptors: Mapping[str, Sequence[str]],
-    model: str,
+    recipe: LabelRecipe,
     out: str | Path,
-    engine: str = "local",
-    fmt: str = "parquet",
-    top: int = 5,
-    batch_size: int = 64,
-    workers: int = 2,
-    device: str = "auto",
-    store: EmbeddingStore | None = None,
-    ray_address: str | None = None,
-    part_size: int = PART_SIZE,
-    progress: Callable[[int, int], Callable[[int], None]] | None = None,
+    options: RunOptions = RunOptions(),
+    progress: Callable[[int, int], Progress | None] | None = None,
 ) -> dict:
-    """Label every image of `data` not yet in `out`; returns {"labelled", "skipped", "failed", "files"}."""
-
-    if fmt not in WRITERS:
-        raise ValueError(f"format {fmt!r} is not one of {', '.join(WRITERS)}")
-    runner = make_engine(engine, EngineOptions(batch_size, workers, device, store, ray_address))
+    """Label every image of `data` not yet in `out`; returns {"labelled", "skipped", "failed", "files",
+    "provenance"}. `progress(total, already)` makes the caller's progress display."""
+    if options.fmt not in WRITERS:
+        raise ValueError(f"format {options.fmt!r} is not one of {', '.join(WRITERS)}")
     out = Path(out)
+    o = options
+    runner = make_engine(
+        o.engine,
+        EngineOptions(o.batch_size, o.workers, o.device, o.store, o.ray_address, out / "ray.log", o.verbose),
+    )
     with exclusive(out):
-        return _label(data, descriptors, model, out, runner, fmt, top, device, store, part_size, progress)
+        return _label(data, recipe, out, runner, options, progress)
 
 
-def _label(data, descriptors, model, out, runner, fmt, top, device, store, part_size, progress) -> dict:
+def _label(data, recipe: LabelRecipe, out: Path, runner, options: RunOptions, progress) -> dict:
+    keeps_logits = WRITERS[options.fmt].keeps_logits
+    classes = list(recipe.match().descriptors)
+    record = provenance(recipe, backend_name(recipe.model), classes, keeps_logits, options.command)
+    stored = read_recipe(out)
+    check_resumable(stored, record, out)
     done = done_paths(out)
+    if stored is None:
+        if done:
+            raise ExplainError(
+                f"{out} holds labels with no record of how they were made (an earlier Descry); "
+                "label into another --out, or delete its parts/ folder to start again"
+            )
+        write_recipe(out, record)
     # A location such as s3://bucket/photos/ is read where it lies by an engine that can; otherwise list the images.
     remote = runner.reads_locations and "://" in str(data)
     paths = [] if remote else read_sources(data)
     todo = str(data) if remote else [p for p in paths if p not in done]
-    explainer = Explainer(load_model(model, device), store=store)
-    labeller = Labeller.build(explainer, descriptors, top, keep_logits=WRITERS[fmt].keeps_logits)
-    step = progress(len(paths), len(paths) - len(todo)) if progress and not remote else None
+    shown = progress(len(paths), len(paths) - len(todo)) if progress and not remote else None
     counts = {"labelled": 0, "failed": 0}
 
     def keep(rows: list[dict]) -> None:
         write_part(out, rows)
         counts["labelled"] += len(rows)
         counts["failed"] += sum(1 for row in rows if row["error"])
-        if step:
-            step(len(rows))
+
+    def prepare():
+        explainer = Explainer(load_model(recipe.model, options.device), store=options.store)
+        return explainer, Labeller.build(explainer, recipe, keep_logits=keeps_logits)
 
     if todo:
-        runner.label(todo, explainer, labeller, keep, part_size, done)
-    files = assemble(out, fmt, labeller.plan.classes, top)
+        note = shown.note if shown else (lambda text: None)
+        advance = shown.step if shown else None
+        runner.label(LabelTask(todo, recipe.model, prepare, keep, options.part_size, done, note, advance))
+    files = assemble(out, options.fmt, record)
     skipped = len(done) if remote else len(paths) - len(todo)
-    return {"labelled": counts["labelled"], "skipped": skipped, "failed": counts["failed"], "files": files}
+    return {
+        "labelled": counts["labelled"],
+        "skipped": skipped,
+        "failed": counts["failed"],
+        "files": files,
+        "provenance": record,
+    }
 
 
 @contextlib.contextmanager

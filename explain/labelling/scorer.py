@@ -1,45 +1,44 @@
-"""From image embeddings to label rows: the one scorer both engines use.
+"""From image embeddings to label rows: the one scorer every engine and the FiftyOne model use.
 
 Plain numpy, no model: the text embeddings of the descriptor prompts and
-the template prompts are computed once (on the driver) and carried here, so
-that a Ray actor or the local loop scores with exactly the same numbers.
+the template prompts are computed once and carried here, so that the local
+loop, the driver of a Ray run and FiftyOne's `apply_model` score with
+exactly the same numbers. A row holds the label, its probability, the top K
+(class, score, probability), the template-alone label, the margin to the
+runner-up, and the descriptor scores of the best classes: the label and
+the runner-up by default (`LabelRecipe.explain`), ordered by class rank
+and then by score, highest first.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from descriptors import DEFAULT_TEMPLATE, PromptSet, build_prompts, template_prompts
+from descriptors import PromptSet, build_prompts, template_prompts
+from explain.labelling.recipe import LabelRecipe
 from explain.scoring import class_scores, descriptor_scores, softmax
 
 
 @dataclass
 class Labeller:
-    """Everything needed to turn image embeddings into rows; small enough to ship to every actor."""
+    """Everything needed to turn image embeddings into rows; small enough to ship anywhere."""
 
-    plan: PromptSet
+    plan: PromptSet  # classes are the names labels are written with
     text: np.ndarray  # [n_prompts, dim] descriptor prompts, unit norm
     template_text: np.ndarray  # [n_classes, dim] one template prompt per class, unit norm
     logit_scale: float
     logit_bias: float
     top: int = 5
+    explain: int | None = 2  # classes whose descriptor scores a row keeps; None: every class
     keep_logits: bool = False  # every class score per row (FiftyOne's Classification.logits); large for big class lists
 
     @classmethod
-    def build(
-        cls,
-        explainer,
-        descriptors: Mapping[str, Sequence[str]],
-        top: int = 5,
-        template: str = DEFAULT_TEMPLATE,
-        on_encode=None,
-        keep_logits: bool = False,
-    ) -> Labeller:
-        plan = build_prompts(descriptors, template)
-        baseline = template_prompts(list(plan.classes), template)
+    def build(cls, explainer, recipe: LabelRecipe, on_encode=None, keep_logits: bool = False) -> Labeller:
+        match = recipe.match()
+        plan = build_prompts(match.descriptors, recipe.template, recipe.style, match.labels)
+        baseline = template_prompts(list(plan.classes), recipe.template, recipe.style, match.labels)
         text = explainer.text_embeddings([*plan.prompts, *baseline.prompts], on_encode)
         model = explainer.model
         return cls(
@@ -48,61 +47,92 @@ class Labeller:
             text[len(plan.prompts) :],
             model.logit_scale,
             model.logit_bias,
-            top,
+            recipe.top,
+            recipe.explain,
             keep_logits,
         )
 
-    def rows(self, paths: Sequence[str], embeddings: np.ndarray, errors: Mapping[int, str]) -> list[dict]:
-        """One row per path; a path in `errors` gets its reason and no label. embeddings: [n_paths, dim]"""
+    def rows(self, paths, embeddings: np.ndarray, errors) -> list[dict]:
+        """One row per path; a path in `errors` (index -> reason) gets its reason and no label.
+        embeddings: [n_paths, dim], unit norm (a failed path's row is ignored)."""
         per_prompt = descriptor_scores(embeddings, self.text, self.logit_scale, self.logit_bias)  # [n, n_prompts]
         scores = class_scores(per_prompt, self.plan.counts)  # [n, n_classes]
         probabilities = softmax(scores)
         baseline = descriptor_scores(embeddings, self.template_text, self.logit_scale, self.logit_bias)
         baseline_probabilities = softmax(baseline.astype(np.float64))
-        order = np.argsort(-scores, axis=1, kind="stable")
-        classes = self.plan.classes
+        order = np.argsort(-scores, axis=1, kind="stable")  # ties: the lower class index, as argmax
         rows = []
         for i, path in enumerate(paths):
             if i in errors:
-                rows.append(
-                    {
-                        "path": path,
-                        "label": None,
-                        "probability": None,
-                        "top": [],
-                        "baseline_label": None,
-                        "baseline_probability": None,
-                        "margin": None,
-                        "descriptors": [],
-                        "error": errors[i],
-                    }
-                )
+                rows.append(failed_row(path, errors[i]))
                 continue
-            best = order[i, : max(1, min(self.top, len(classes)))]
-            first = int(best[0])
-            span = self.plan.class_slice(first)
-            explained = sorted(
-                (
-                    {"descriptor": d, "score": float(s)}
-                    for d, s in zip(self.plan.descriptors[span], per_prompt[i, span], strict=True)
-                ),
-                key=lambda item: item["score"],
-                reverse=True,
-            )
-            runner_up = float(scores[i, order[i, 1]]) if len(classes) > 1 else float("nan")
-            base = int(np.argmax(baseline[i]))
             rows.append(
-                {
-                    "path": path,
-                    "label": classes[first],
-                    "probability": float(probabilities[i, first]),
-                    "top": [{"class": classes[int(k)], "probability": float(probabilities[i, int(k)])} for k in best],
-                    "baseline_label": classes[base],
-                    "baseline_probability": float(baseline_probabilities[i, base]),
-                    "margin": float(scores[i, first]) - runner_up if len(classes) > 1 else None,
-                    "descriptors": explained,
-                    "error": None,
-                    **({"logits": [float(v) for v in scores[i]]} if self.keep_logits else {}),
-                }
+                self._row(
+                    path,
+                    per_prompt[i],
+                    scores[i],
+                    probabilities[i],
+                    order[i],
+                    baseline[i],
+                    baseline_probabilities[i],
+                )
             )
         return rows
+
+    def _row(self, path, per_prompt, scores, probabilities, order, baseline, baseline_probabilities) -> dict:
+        classes = self.plan.classes
+        first = int(order[0])
+        base = int(np.argmax(baseline))
+        kept = len(classes) if self.explain is None else min(self.explain, len(classes))
+        row = {
+            "path": path,
+            "label": classes[first],
+            "probability": float(probabilities[first]),
+            "top": [
+                {"class": classes[int(k)], "score": float(scores[int(k)]), "probability": float(probabilities[int(k)])}
+                for k in order[: min(self.top, len(classes))]
+            ],
+            "baseline_label": classes[base],
+            "baseline_probability": float(baseline_probabilities[base]),
+            "margin": float(scores[first]) - float(scores[int(order[1])]) if len(classes) > 1 else None,
+            "descriptors": [entry for k in order[:kept] for entry in self._explained(int(k), per_prompt)],
+            "error": None,
+        }
+        if self.keep_logits:
+            row["logits"] = [float(v) for v in scores]
+        return row
+
+    def descriptor_score(self, embedding: np.ndarray, class_name: str, descriptor: str) -> float | None:
+        """One descriptor's score for one image (the bar beside its heatmap); None when the class lacks it.
+        embedding: [dim], unit norm"""
+        k = self.plan.classes.index(class_name)
+        span = self.plan.class_slice(k)
+        for offset, text in enumerate(self.plan.descriptors[span]):
+            if text == descriptor:
+                vector = self.text[span.start + offset : span.start + offset + 1]
+                return float(descriptor_scores(embedding[None, :], vector, self.logit_scale, self.logit_bias)[0, 0])
+        return None
+
+    def _explained(self, k: int, per_prompt: np.ndarray) -> list[dict]:
+        """Class k's descriptor scores, highest first (ties keep the file's order)."""
+        span = self.plan.class_slice(k)
+        entries = [
+            {"class": self.plan.classes[k], "descriptor": d, "score": float(s)}
+            for d, s in zip(self.plan.descriptors[span], per_prompt[span], strict=True)
+        ]
+        return sorted(entries, key=lambda entry: -entry["score"])
+
+
+def failed_row(path: str, reason: str) -> dict:
+    """The row of an image that could not be labelled: its path and why, and no label."""
+    return {
+        "path": path,
+        "label": None,
+        "probability": None,
+        "top": [],
+        "baseline_label": None,
+        "baseline_probability": None,
+        "margin": None,
+        "descriptors": [],
+        "error": reason,
+    }

@@ -34,6 +34,11 @@ BACKENDS = (
 )
 
 
+def backend_name(name: str) -> str:
+    """The name of the backend that loads `name` (recorded with labels; nothing branches on it)."""
+    return next(backend.name for backend in BACKENDS if backend.claims(name))
+
+
 def load_model(name: str = DEFAULT_MODEL, device: str = "auto") -> EncoderModel:
     """Load a model by any of the supported name forms; fp16 on CUDA, float32 elsewhere.
 
@@ -51,6 +56,7 @@ __all__ = [
     "DEVICES",
     "TEXT_BATCH",
     "Backend",
+    "backend_name",
     "EncoderModel",
     "configured_models",
     "load_model",
