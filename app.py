@@ -17,6 +17,8 @@ import sys
 from descriptors.store import default_cache_dir
 from explain import ExplainerPool
 from explain.cache import open_store
+from explain.confidence import calibrated_where_possible
+from explain.errors import ExplainError
 from explain.models import DEVICES, configured_models
 from web import Settings, SettingsError, build_app, launch_options
 
@@ -50,7 +52,12 @@ def main(argv: list[str] | None = None) -> int:
     transformers_logging.disable_progress_bar()
     # The on-disk embedding cache is shared with the CLI; if its file is or becomes unusable, the log says so once.
     store = open_store(default_cache_dir(), lambda message: say(f"warning: {message}; caching in memory only"))
-    models = ExplainerPool(configured_models(args.model), args.device, store, lambda note: say(f"note: {note}"))
+    try:  # each model's probabilities: its own kind, at a calibrated temperature where the owner gave one
+        rule = calibrated_where_possible(settings.calibration)
+    except ExplainError as error:
+        print(f"error: DESCRY_CALIBRATION: {error}", file=sys.stderr, flush=True)
+        return 2
+    models = ExplainerPool(configured_models(args.model), args.device, store, lambda n: say(f"note: {n}"), rule=rule)
     load_error = models.load_error()  # load the first model now, so the first visitor does not wait
     if load_error:
         say(f"warning: {load_error}; the app starts anyway and says how to fix it")

@@ -7,8 +7,6 @@ descriptor matches (`Heatmaps`). The CLI, the web app and dataset
 evaluation all call these same names.
 """
 
-__version__ = "0.3.0"  # kept equal to pyproject.toml's; recorded in every label file's provenance
-
 from explain.cache import EmbeddingStore
 from explain.engine import Explainer
 from explain.errors import ExplainError, HeatmapsUnavailable, ImageError, ModelLoadError
@@ -16,6 +14,7 @@ from explain.images import open_image
 from explain.models import DEFAULT_MODEL, EncoderModel, load_model, wrap_model
 from explain.pool import ExplainerPool
 from explain.results import Classification, ClassScore, Contrast, DescriptorHeatmap, DescriptorScore, Heatmaps
+from explain.version import __version__
 
 __all__ = [
     "DEFAULT_MODEL",

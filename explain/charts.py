@@ -89,13 +89,16 @@ def reference_score(result: Classification) -> float:
     return sum(scores) / len(scores) if scores else 0.0
 
 
-def headline(result: Classification) -> str:
-    """One line saying what the model chose: "tree frog 89% · the template alone says tailed frog 68%"."""
+def headline(result: Classification, unsure: bool = False) -> str:
+    """One line saying what the model chose: "tree frog 89% · the template alone says tailed frog 68%"; when
+    the call is too close to make (`unsure`), "unsure between tree frog and tailed frog · ..." instead."""
     top = result.predictions[0]
     line = f"{top.name} {_percent(top.probability)}"
+    if unsure and len(result.predictions) > 1:
+        line = f"unsure between {top.name} and {result.predictions[1].name}"
     if result.baseline:
         alone = result.baseline[0]
-        if alone.name != top.name:
+        if alone.name != top.name or unsure:  # an unsure line names no winner to agree with
             line += f" · the template alone says {alone.name} {_percent(alone.probability)}"
         else:
             line += f" · the template alone agrees ({_percent(alone.probability)})"

@@ -32,12 +32,14 @@ from descriptors.store import default_cache_dir
 from descriptors.validate import EMPTY, check_descriptors
 from descriptors.waffle import DEFAULT_PAIRS
 from explain.cache import EmbeddingStore, open_store
+from explain.confidence import PROBABILITY_KINDS, Abstention, Decision, rule_for
 from explain.engine import LONG_ENCODE, Explainer
 from explain.errors import ExplainError, first_line
 from explain.evaluate import METHODS
 from explain.heatmap_drawing import write_heatmaps
 from explain.images import open_image
 from explain.labelling import ENGINES, FORMATS, EngineOptions, make_engine
+from explain.labelling.outputs import ORDERS
 from explain.models import DEFAULT_MODEL, DEVICES, configured_models
 from explain.models.base import MAX_HEATMAP_SIZE
 from explain.pool import ExplainerPool
@@ -56,7 +58,27 @@ def build_parser() -> argparse.ArgumentParser:
     _add_label(
         commands.add_parser("label", help="pre-label an unlabelled collection, each label with its descriptor scores")
     )
+    _add_calibrate(
+        commands.add_parser("calibrate", help="fit temperature scaling on an evaluation's scores: calibration.json")
+    )
     return parser
+
+
+def _add_calibrate(calibrate: argparse.ArgumentParser) -> None:
+    calibrate.add_argument("evaluation", type=Path, metavar="EVALUATION_DIR", help="an `explain evaluate` --out folder")
+    calibrate.add_argument("--model", action="append", metavar="MODEL", help="only these models (default: all)")
+    calibrate.add_argument("--method", action="append", choices=METHODS, help="only these methods (default: all three)")
+    calibrate.add_argument(
+        "--held-out",
+        type=float,
+        default=0.3,
+        metavar="SHARE",
+        help="share of images kept out of the fit, to measure it on (default: 0.3)",
+    )
+    calibrate.add_argument("--seed", type=int, default=0, help="the random split (default: 0)")
+    calibrate.add_argument(
+        "--out", type=Path, default=None, metavar="FILE", help="default: EVALUATION_DIR/calibration.json"
+    )
 
 
 def _add_classify(classify: argparse.ArgumentParser) -> None:
@@ -78,6 +100,7 @@ def _add_classify(classify: argparse.ArgumentParser) -> None:
     )
     classify.add_argument("--device", default="auto", choices=DEVICES, help="default: auto (CUDA with fp16, MPS, CPU)")
     _add_template_flags(classify)
+    _add_probability_flags(classify)
     classify.add_argument("--json", action="store_true", help="print one JSON object per image, one per line")
     classify.add_argument("--top", type=int, default=5, metavar="N", help="classes shown in the table (default: 5)")
     classify.add_argument(
@@ -127,6 +150,7 @@ def _add_evaluate(evaluate: argparse.ArgumentParser) -> None:
     )
     evaluate.add_argument("--device", default="auto", choices=DEVICES)
     _add_template_flags(evaluate)
+    _add_probability_flags(evaluate, decisions=False)
     evaluate.add_argument(
         "--waffle-count",
         type=_positive,
@@ -177,6 +201,20 @@ def _add_label(label: argparse.ArgumentParser) -> None:
         help="keep the descriptor scores of the K best classes, or of all (default: 2, the label and the runner-up)",
     )
     label.add_argument("--format", choices=FORMATS, default=FORMATS[0])
+    _add_probability_flags(label)
+    label.add_argument(
+        "--order",
+        choices=ORDERS,
+        default="input",
+        help="rows as read (input), or lowest margin (review, margin) or probability first",
+    )
+    label.add_argument(
+        "--review-margin",
+        type=float,
+        default=1.0,
+        metavar="M",
+        help="tag rows whose margin is below M for review in FiftyOne (default: 1.0)",
+    )
     _add_template_flags(label)
     _add_engine_flags(label)
     label.add_argument("--batch-size", type=_positive, default=64, metavar="N")
@@ -192,6 +230,56 @@ def _add_label(label: argparse.ArgumentParser) -> None:
         help="rows written together; a crash loses at most one part (default: 256)",
     )
     _add_cache_flags(label)
+
+
+def _add_probability_flags(parser: argparse.ArgumentParser, decisions: bool = True) -> None:
+    """--probabilities and --calibration; with `decisions`, also abstention and several labels per image."""
+    parser.add_argument(
+        "--probabilities",
+        choices=PROBABILITY_KINDS,
+        default="auto",
+        help="softmax over the classes, or sigmoid per class; auto: the model's own (sigmoid for SigLIP)",
+    )
+    parser.add_argument(
+        "--calibration", metavar="FILE", help="a calibration.json from `explain calibrate`: its fitted temperature"
+    )
+    if not decisions:
+        return
+    parser.add_argument(
+        "--min-probability", type=float, default=0.0, metavar="P", help="give no label below this probability"
+    )
+    parser.add_argument(
+        "--min-margin",
+        type=float,
+        default=0.0,
+        metavar="M",
+        help="give no label when the best class leads the runner-up by less than M (score units)",
+    )
+    parser.add_argument(
+        "--multi-label", action="store_true", help="every class whose probability reaches its threshold"
+    )
+    parser.add_argument(
+        "--threshold",
+        type=float,
+        default=0.5,
+        metavar="P",
+        help="the multi-label threshold where the calibration fitted none (default: 0.5)",
+    )
+
+
+def _rule_name(rule: dict) -> str:
+    """'softmax', 'sigmoid', or 'softmax, calibrated (T=1.83)'."""
+    if not rule:
+        return "unknown"
+    if rule.get("calibrated"):
+        return f"{rule['probabilities']}, calibrated (T={rule['temperature']:.3g})"
+    return rule["probabilities"]
+
+
+def _existing(path: str | None) -> str | None:
+    if path is not None and not Path(path).is_file():
+        raise ExplainError(f"{path}: no such calibration file")
+    return path
 
 
 def _add_template_flags(parser: argparse.ArgumentParser) -> None:
@@ -267,7 +355,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.command_line = ("python", "-m", "explain", *argv)  # recorded with labels, as it was typed
     _quiet_transformers()
     try:
-        commands = {"evaluate": evaluate_command, "label": label_command, "classify": classify_command}
+        commands = {
+            "evaluate": evaluate_command,
+            "label": label_command,
+            "classify": classify_command,
+            "calibrate": calibrate_command,
+        }
         return commands[args.command](args)
     except (ExplainError, DescriptorError) as error:
         _error(str(error))
@@ -292,7 +385,16 @@ def classify_command(args: argparse.Namespace) -> int:
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
         _error(f"warning: {problems[0]}{more}; see python -m descriptors validate {args.descriptors}")
 
-    pool = _pool(args, [args.model or configured_models()[0]])
+    _existing(args.calibration)
+    style = prompt_style(args)
+    pool = _pool(
+        args,
+        [args.model or configured_models()[0]],
+        rule=lambda name, model: rule_for(
+            name, getattr(model, "sigmoid_loss", False), args.probabilities, args.calibration, style
+        ),
+    )
+    decision = Decision(Abstention(args.min_probability, args.min_margin), args.multi_label, args.threshold)
     failures = 0
     for start in range(0, len(args.images), BATCH_SIZE):
         images, names = [], []
@@ -308,19 +410,24 @@ def classify_command(args: argparse.Namespace) -> int:
             if args.heatmaps is not None:
                 # Refused before any image is classified: a run that cannot write what was asked writes nothing.
                 explainer.model.check_heatmaps(args.heatmap_size)
-            _classify_batch(explainer, images, names, descriptors, args)
+            _classify_batch(explainer, images, names, descriptors, args, decision)
     return 1 if failures else 0
 
 
-def _classify_batch(explainer: Explainer, images, names, descriptors, args: argparse.Namespace) -> None:
-    """Print each image's result, and write its heatmaps with --heatmaps."""
+def _classify_batch(explainer: Explainer, images, names, descriptors, args: argparse.Namespace, decision) -> None:
+    """Print each image's result with what was decided (label, labels or abstention), and write its
+    heatmaps with --heatmaps."""
     style = prompt_style(args)
     results = explainer.classify_many(images, descriptors, args.template, names, style, encode_progress)
     for image, result in zip(images, results, strict=True):
-        print(
-            json.dumps(result.to_dict(), ensure_ascii=False) if args.json else format_table(result, args.top),
-            flush=True,
+        ranked = result.predictions
+        decided = decision(
+            explainer.rule, [e.name for e in ranked], [e.score for e in ranked], [e.probability for e in ranked]
         )
+        if args.json:
+            print(json.dumps({**result.to_dict(), **decided}, ensure_ascii=False), flush=True)
+        else:
+            print(format_table(result, args.top, decided), flush=True)
         if args.heatmaps is not None:
             top = [entry.name for entry in result.predictions[:2]]
             heatmaps = explainer.heatmaps(
@@ -348,6 +455,13 @@ def label_command(args: argparse.Namespace) -> int:
         args.top,
         args.descriptor_scores,
         str(args.descriptors),
+        args.probabilities,
+        _existing(args.calibration),
+        args.min_probability,
+        args.min_margin,
+        args.multi_label,
+        args.threshold,
+        args.review_margin,
     )
     options = RunOptions(
         args.engine,
@@ -360,6 +474,7 @@ def label_command(args: argparse.Namespace) -> int:
         args.part_size,
         args.verbose,
         args.command_line,
+        args.order,
     )
 
     def progress(total: int, already: int):
@@ -372,9 +487,11 @@ def label_command(args: argparse.Namespace) -> int:
         return _Bar("images", total - already) if total > already else None
 
     summary = label_collection(args.data, recipe, args.out, options, progress)
+    abstained = f", {summary['abstained']:,} abstained" if summary["abstained"] else ""
+    rule = summary["provenance"].get("probability_rule") or {}
     print(
         f"labelled {summary['labelled']:,} images ({summary['skipped']:,} already done, "
-        f"{summary['failed']:,} unreadable); "
+        f"{summary['failed']:,} unreadable{abstained}; probabilities: {_rule_name(rule)}); "
         f"wrote {', '.join(str(p) for p in summary['files'])}"
     )
     return 1 if summary["failed"] else 0
@@ -451,6 +568,23 @@ def _bar(label: str, total: int) -> _Bar:
     return _Bar(label, total)
 
 
+def calibrate_command(args: argparse.Namespace) -> int:
+    from explain.calibrate import calibrate_evaluation
+
+    methods = tuple(dict.fromkeys(args.method)) if args.method else METHODS
+    entries, paths = calibrate_evaluation(args.evaluation, args.model, methods, args.held_out, args.seed, args.out)
+    for entry in entries:
+        print(
+            f"{entry.model} {entry.method}: T = {entry.temperature:.4g} ({entry.probabilities}); on "
+            f"{entry.n_held_out} held-out images ECE {entry.before['ece']:.4f} -> {entry.after['ece']:.4f}, "
+            f"NLL {entry.before['nll']:.4f} -> {entry.after['nll']:.4f}"
+        )
+        if entry.warning:
+            _error(f"warning: {entry.model} {entry.method}: {entry.warning}")
+    print(f"wrote {', '.join(str(p) for p in paths)}")
+    return 0
+
+
 def evaluate_command(args: argparse.Namespace) -> int:
     from explain.datasets import load_dataset
     from explain.evaluate import PromptRecipe, run_evaluation
@@ -462,7 +596,8 @@ def evaluate_command(args: argparse.Namespace) -> int:
     dataset = load_dataset(args.data, args.limit, args.seed)
     names = configured_models(args.model)
     store = _store(args)
-    pool = _pool(args, names, store)
+    _existing(args.calibration)
+    pool = _pool(args, names, store, rule=_evaluation_rule(args, recipe.style))
     explainers = {name: pool.get(name) for name in names}
     engine = make_engine(
         args.engine,
@@ -488,6 +623,24 @@ def evaluate_command(args: argparse.Namespace) -> int:
     return 1 if run.unreadable else 0
 
 
+def _evaluation_rule(args: argparse.Namespace, style):
+    """Each model's probabilities: its own kind (or --probabilities), calibrated where --calibration holds
+    an entry for it; a file with none for any model evaluated is refused, naming why."""
+
+    def rule(name, model):
+        plain = rule_for(name, getattr(model, "sigmoid_loss", False), args.probabilities, None, style)
+        if args.calibration is None:
+            return plain
+        try:
+            return rule_for(name, getattr(model, "sigmoid_loss", False), args.probabilities, args.calibration, style)
+        except ExplainError:
+            if len(configured_models(args.model)) == 1:
+                raise
+            return plain  # another model's calibration: this one is reported uncalibrated
+
+    return rule
+
+
 def _metric(metrics: dict, key: str) -> str:
     value = metrics[key]
     if value != value:  # NaN: acc5 with fewer than five classes
@@ -496,15 +649,19 @@ def _metric(metrics: dict, key: str) -> str:
     return f"{value:.4f}±{spread:.4f}" if spread is not None and len(metrics.get("seeds", [])) > 1 else f"{value:.4f}"
 
 
-def format_table(result: Classification, top: int = 5) -> str:
-    """A readable summary: top classes, then the descriptors of the first two, ranked."""
+def format_table(result: Classification, top: int = 5, decided: dict | None = None) -> str:
+    """A readable summary: what was decided, the top classes, then the descriptors of the first two, ranked.
+    The heading says which probabilities these are (softmax over the classes, or sigmoid per class)."""
     baseline = {entry.name: entry.probability for entry in result.baseline}
     shown = result.predictions[: max(top, 1)]
     width = max(len("class"), *(len(entry.name) for entry in shown))
-    lines = [
-        f"{result.image}  (model: {result.model})",
-        f"  {'#':>2}  {'class':<{width}}  {'prob':>6}  {'score':>7}  {'baseline':>8}",
-    ]
+    kind = _rule_name(result.probabilities)
+    lines = [f"{result.image}  (model: {result.model}; probabilities: {kind})"]
+    if decided is not None and decided["abstained"]:
+        lines.append(f"  no label: {decided['abstain_reason']}")
+    elif decided is not None and len(decided["labels"]) > 1:
+        lines.append(f"  labels: {', '.join(e['class'] for e in decided['labels'])}")
+    lines.append(f"  {'#':>2}  {'class':<{width}}  {'prob':>6}  {'score':>7}  {'baseline':>8}")
     for rank, entry in enumerate(shown, 1):
         lines.append(
             f"  {rank:>2}  {entry.name:<{width}}  {entry.probability:>6.1%}  {entry.score:>7.2f}  "
@@ -525,11 +682,13 @@ def format_table(result: Classification, top: int = 5) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _pool(args: argparse.Namespace, names: list[str], store: EmbeddingStore | None = None) -> ExplainerPool:
+def _pool(args: argparse.Namespace, names: list[str], store: EmbeddingStore | None = None, rule=None) -> ExplainerPool:
     """The models of a command, each loaded on first use; their notes (e.g. weights loaded with the
     architecture they were trained with) go to stderr."""
     store = store if store is not None else _store(args)
-    return ExplainerPool(names, args.device, store, lambda note: print(f"note: {note}", file=sys.stderr, flush=True))
+    return ExplainerPool(
+        names, args.device, store, lambda note: print(f"note: {note}", file=sys.stderr, flush=True), rule=rule
+    )
 
 
 def _checked_template(template: str) -> str:

@@ -28,10 +28,11 @@ from descriptors import (
     template_prompt,
 )
 from explain.cache import EmbeddingLRU, EmbeddingStore
+from explain.confidence import ProbabilityRule, resolve_kind
 from explain.images import content_key, open_image
 from explain.models import EncoderModel
 from explain.results import Classification, ClassScore, DescriptorHeatmap, DescriptorScore, Heatmaps
-from explain.scoring import class_scores, descriptor_scores, softmax
+from explain.scoring import class_scores, descriptor_scores
 
 OnEncode = Callable[[int], Callable[[int], None] | None]  # told how many prompts; may return a progress step
 LONG_ENCODE = 256  # new prompts from which the CLI and the app show progress (about 2 s on a CPU)
@@ -45,6 +46,9 @@ class Explainer:
 
     The caches are keyed by the model's fingerprint and precision, so an
     explainer can safely share an on-disk `store` with other models.
+    `probabilities` is how class scores become probabilities: "auto" (the
+    model's own: sigmoid for SigLIP, softmax otherwise), "softmax", "sigmoid",
+    or a `ProbabilityRule` (a calibration's).
     """
 
     def __init__(
@@ -53,9 +57,11 @@ class Explainer:
         store: EmbeddingStore | None = None,
         text_cache_bytes: int = TEXT_CACHE_BYTES,
         image_cache_bytes: int = IMAGE_CACHE_BYTES,
+        probabilities: str | ProbabilityRule = "auto",
     ):
         self.model = model
         self.store = store
+        self.rule = probability_rule(model, probabilities)
         self._texts = EmbeddingLRU(text_cache_bytes)
         self._images = EmbeddingLRU(image_cache_bytes)
         self._patches = EmbeddingLRU(PATCH_CACHE_BYTES)  # switching descriptors never re-runs the image tower
@@ -131,8 +137,9 @@ class Explainer:
             Classification(
                 image=names[i],
                 model=self.model.name,
-                predictions=_ranked_classes(plan, by_descriptor[i], by_class[i]),
-                baseline=_ranked_baseline(plan.classes, by_template[i].astype(np.float64)),
+                predictions=_ranked_classes(plan, by_descriptor[i], by_class[i], self.rule),
+                baseline=_ranked_baseline(plan.classes, by_template[i].astype(np.float64), self.rule),
+                probabilities=self.rule.record(),
             )
             for i in range(len(images))
         ]
@@ -211,10 +218,19 @@ class Explainer:
             self.store.put_many(kind, self.model.key, items)
 
 
-def _ranked_classes(plan: PromptSet, descriptor_row: np.ndarray, class_row: np.ndarray) -> tuple[ClassScore, ...]:
+def probability_rule(model: EncoderModel, probabilities: str | ProbabilityRule) -> ProbabilityRule:
+    """The rule for this model: a kind ("auto" follows its training loss) or a rule as given."""
+    if isinstance(probabilities, ProbabilityRule):
+        return probabilities
+    return ProbabilityRule(resolve_kind(probabilities, getattr(model, "sigmoid_loss", False)))
+
+
+def _ranked_classes(
+    plan: PromptSet, descriptor_row: np.ndarray, class_row: np.ndarray, rule: ProbabilityRule
+) -> tuple[ClassScore, ...]:
     """Class records with descriptors, both sorted by score, highest first."""
     with _no_gc_pauses():
-        return _build_ranked_classes(plan, descriptor_row, class_row)
+        return _build_ranked_classes(plan, descriptor_row, class_row, rule)
 
 
 @contextmanager
@@ -231,8 +247,10 @@ def _no_gc_pauses():
             gc.enable()
 
 
-def _build_ranked_classes(plan: PromptSet, descriptor_row: np.ndarray, class_row: np.ndarray) -> tuple[ClassScore, ...]:
-    probabilities = softmax(class_row).tolist()
+def _build_ranked_classes(
+    plan: PromptSet, descriptor_row: np.ndarray, class_row: np.ndarray, rule: ProbabilityRule
+) -> tuple[ClassScore, ...]:
+    probabilities = rule(class_row).tolist()
     scores, class_values = descriptor_row.tolist(), class_row.tolist()  # plain floats: far cheaper per element
     records = []
     for k, class_name in enumerate(plan.classes):
@@ -247,8 +265,8 @@ def _build_ranked_classes(plan: PromptSet, descriptor_row: np.ndarray, class_row
     return tuple(sorted(records, key=lambda r: r.score, reverse=True))
 
 
-def _ranked_baseline(classes: Sequence[str], template_row: np.ndarray) -> tuple[ClassScore, ...]:
-    probabilities = softmax(template_row)
+def _ranked_baseline(classes: Sequence[str], template_row: np.ndarray, rule: ProbabilityRule) -> tuple[ClassScore, ...]:
+    probabilities = ProbabilityRule(rule.kind)(template_row)  # the model's own kind; calibrations fit descriptors
     records = [ClassScore(c, float(s), float(p)) for c, s, p in zip(classes, template_row, probabilities, strict=True)]
     return tuple(sorted(records, key=lambda r: r.score, reverse=True))
 

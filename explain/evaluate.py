@@ -21,11 +21,12 @@ from descriptors.names import ClassMatch, match_classes
 from descriptors.prompts import DESCRY, template_prompts
 from descriptors.waffle import DEFAULT_PAIRS, waffle_prompts
 from explain.cache import EmbeddingStore
+from explain.confidence import ProbabilityRule, confidence_and_correct, reliability, selective_metrics
 from explain.datasets import Dataset, embed_files
 from explain.engine import LONG_ENCODE, Explainer, OnEncode
 from explain.errors import ExplainError
 from explain.metrics import SCALAR_METRICS, classification_metrics, top_k
-from explain.scoring import class_scores, descriptor_scores, softmax
+from explain.scoring import class_scores, descriptor_scores
 
 METHODS = ("descriptors", "baseline", "waffle")
 
@@ -65,6 +66,11 @@ class ModelEvaluation:
     model: str
     methods: dict[str, MethodScores] = field(default_factory=dict)
     waffle_reps: list[MethodScores] = field(default_factory=list)
+    rule: ProbabilityRule = field(default_factory=ProbabilityRule)  # the descriptors method's probabilities
+
+    def rule_of(self, method: str) -> ProbabilityRule:
+        """The descriptors method's rule (a calibration's, perhaps); the other methods use the kind alone."""
+        return self.rule if method == "descriptors" else ProbabilityRule(self.rule.kind)
 
 
 def score_dataset(
@@ -117,23 +123,46 @@ def count_unreadable(summary: dict, unreadable: int) -> None:
         metrics["acc1_all"] = metrics["acc1"] * n / (n + unreadable) if n + unreadable else float("nan")
 
 
-def summarise(evaluation: ModelEvaluation, targets: np.ndarray, classes: list[str]) -> dict:
+def summarise(
+    evaluation: ModelEvaluation, targets: np.ndarray, classes: list[str], rule: ProbabilityRule | None = None
+) -> dict:
     """metrics.json's entry for one model: method -> metrics, and `waffle_reps`.
 
-    `waffle` is the mean over repetitions of every number (per-class ones
-    too), with `std` (population standard deviation, as WaffleCLIP's numpy
-    reports it) and `seeds`; `waffle_reps` lists each repetition's metrics.
+    Probabilities follow `rule` (the model's own kind; a calibration's
+    temperature applies to the descriptors method it was fitted for, and
+    then the uncalibrated numbers are kept under `before_calibration`).
+    Every method gets its risk-coverage numbers (`selective`) and
+    reliability bins. `waffle` is the mean over repetitions of every number
+    (per-class ones too), with `std` (population standard deviation, as
+    WaffleCLIP reports it) and `seeds`; `waffle_reps` lists each
+    repetition's metrics.
     """
+    rule = rule or ProbabilityRule()
+    plain = ProbabilityRule(rule.kind)
     summary = {
-        method: classification_metrics(evaluation.methods[method].logits, targets, classes)
-        for method in ("descriptors", "baseline")
+        "descriptors": _method_metrics(evaluation.methods["descriptors"].logits, targets, classes, rule),
+        "baseline": _method_metrics(evaluation.methods["baseline"].logits, targets, classes, plain),
     }
+    if rule.calibrated:
+        before = _method_metrics(evaluation.methods["descriptors"].logits, targets, classes, plain)
+        summary["descriptors"]["before_calibration"] = {
+            key: before[key] for key in ("mean_confidence", "ece", "reliability", "selective")
+        }
     reps = []
     for scores in evaluation.waffle_reps:
-        reps.append({"seed": scores.seed, **classification_metrics(scores.logits, targets, classes)})
+        reps.append({"seed": scores.seed, **_method_metrics(scores.logits, targets, classes, plain)})
     summary["waffle"] = _mean_of_reps(reps)
     summary["waffle_reps"] = reps
     return summary
+
+
+def _method_metrics(logits: np.ndarray, targets: np.ndarray, classes: list[str], rule: ProbabilityRule) -> dict:
+    metrics = classification_metrics(logits, targets, classes, rule)
+    confidence, correct = confidence_and_correct(rule, logits, targets)
+    metrics["probabilities"] = rule.record()
+    metrics["reliability"] = reliability(confidence, correct)
+    metrics["selective"] = selective_metrics(logits, targets, rule)
+    return metrics
 
 
 def _mean_of_reps(reps: list[dict]) -> dict:
@@ -151,13 +180,27 @@ def _mean_of_reps(reps: list[dict]) -> dict:
             }
         elif key == "confusion_matrix":
             mean[key] = np.mean([r[key] for r in reps], axis=0).tolist()
-        elif key == "n_samples":
+        elif key in ("n_samples", "probabilities"):
             mean[key] = value
+        elif key == "reliability":  # bins differ between repetitions; each repetition keeps its own
+            continue
+        elif key == "selective":
+            mean[key] = _mean_tree([r[key] for r in reps])
         else:
             mean[key] = float(np.mean([r[key] for r in reps]))
     mean["std"] = {key: float(np.std([r[key] for r in reps])) for key in SCALAR_METRICS}
     mean["seeds"] = [r["seed"] for r in reps]
     return mean
+
+
+def _mean_tree(values: list):
+    """The mean of equally shaped JSON values: numbers and lists of numbers averaged, text kept from the first."""
+    first = values[0]
+    if isinstance(first, dict):
+        return {key: _mean_tree([v[key] for v in values]) for key in first}
+    if isinstance(first, str):
+        return first
+    return np.mean(values, axis=0).tolist() if isinstance(first, list) else float(np.mean(values))
 
 
 def descriptor_diagnostics(scores: MethodScores, targets: np.ndarray, baseline_logits: np.ndarray) -> list[dict]:
@@ -255,7 +298,7 @@ def prediction_rows(dataset: Dataset, model: str, evaluation: ModelEvaluation) -
     """predictions.csv rows: path, label, model, method, pred, confidence, top5."""
     rows = []
     for method, scores in method_runs(evaluation):
-        probabilities = softmax(scores.logits)
+        probabilities = evaluation.rule_of(method)(scores.logits)
         best = top_k(scores.logits, 5)
         for i, path in enumerate(dataset.paths):
             rows.append(
@@ -325,8 +368,9 @@ def run_evaluation(
             return progress(f"prompts, {name}", total) if progress and total >= LONG_ENCODE else None
 
         evaluation = score_dataset(explainer, embeddings[name][keep], match, recipe, on_encode=on_encode)
+        evaluation.rule = explainer.rule
         evaluations[name] = evaluation
-        metrics[name] = summarise(evaluation, targets, readable.classes)
+        metrics[name] = summarise(evaluation, targets, readable.classes, explainer.rule)
         diagnostics[name] = descriptor_diagnostics(
             evaluation.methods["descriptors"], targets, evaluation.methods["baseline"].logits
         )

@@ -15,7 +15,12 @@ App draws over the image: where each of the label's strongest descriptors
 (or each named one) matches, in score units, on one colour range per image.
 `classes` writes labels with the dataset's own names (its folder or
 ground-truth names), matched to the descriptor keys by name, so that
-`evaluate_classifications` compares like with like.
+`evaluate_classifications` compares like with like. With a calibration,
+`min_probability` or `min_margin`, a withheld label leaves the sample
+without one, tagged `descry:abstained` with the reason in
+`descry_abstained`; samples below `review_margin` are tagged
+`descry:low-margin`; `save_review_view` saves the view of both, lowest
+margin first. `multi_label` gives `Classifications`.
 
 This module imports FiftyOne, which is optional: install
 requirements-fiftyone.txt. Nothing else in Descry imports it.
@@ -44,11 +49,15 @@ from explain.engine import Explainer
 from explain.errors import ExplainError, first_line
 from explain.heatmap_drawing import upsampled
 from explain.images import open_image
-from explain.labelling.outputs import fiftyone_label
+from explain.labelling.outputs import fiftyone_label, review_tags
 from explain.labelling.recipe import LabelRecipe
 from explain.labelling.scorer import Labeller
 from explain.models import DEFAULT_MODEL, load_model
 
+REVIEW_TAGS = ("descry:abstained", "descry:low-margin")
+REVIEW_VIEW = "descry-review"  # the saved view of what to review first
+ABSTAINED_FIELD = "descry_abstained"  # why a sample's label was withheld
+MARGIN_FIELD = "descry_margin"  # a review sample's margin (score units), to sort the review by
 PIXELS_PER_PATCH = 8  # a heatmap's resolution: enough for the App to draw each patch as a soft square
 
 
@@ -113,13 +122,21 @@ class DescryModel(fom.Model, fom.LogitsMixin, fom.SamplesMixin, fom.SupportsGetI
         error_field: str | None = None,
         logits: bool = True,
         store: EmbeddingStore | None = None,
+        probabilities: str = "auto",
+        calibration: str | None = None,
+        min_probability: float = 0.0,
+        min_margin: float = 0.0,
+        multi_label: bool = False,
+        threshold: float = 0.5,
+        review_margin: float = 1.0,
     ):
         fom.LogitsMixin.__init__(self)
         fom.SamplesMixin.__init__(self)
         self.config = types.SimpleNamespace()  # FiftyOne applies thresholds and class filters itself
         self.recipe = LabelRecipe(
-            model, descriptors, tuple(classes) if classes else None, template, style, top, explain
-        )
+            model, descriptors, tuple(classes) if classes else None, template, style, top, explain, None,
+            probabilities, calibration, min_probability, min_margin, multi_label, threshold, review_margin,
+        )  # fmt: skip
         self._match = self.recipe.match()
         self.explainer = Explainer(load_model(model, device), store=store)
         self.labeller = Labeller.build(self.explainer, self.recipe, keep_logits=True)
@@ -191,6 +208,8 @@ class DescryModel(fom.Model, fom.LogitsMixin, fom.SamplesMixin, fom.SupportsGetI
             labels.append(self._classification(row))
             if sample is not None and row["error"] and self.error_field:
                 sample[self.error_field] = row["error"]
+            if sample is not None and not row["error"]:
+                _tag_for_review(sample, row, self.recipe.review_margin)
             if sample is not None and self.maps and read.image is not None and row["label"] is not None:
                 for field, heatmap in self._heatmaps(read.image, row, embeddings[len(labels) - 1]).items():
                     sample[field] = heatmap
@@ -208,14 +227,17 @@ class DescryModel(fom.Model, fom.LogitsMixin, fom.SamplesMixin, fom.SupportsGetI
         except ExplainError as error:
             return _Read("image", error=str(error))
 
-    def _classification(self, row: dict) -> fo.Classification | None:
-        found = fiftyone_label(row)
+    def _classification(self, row: dict) -> fo.Classification | fo.Classifications | None:
+        found = fiftyone_label(row, self.recipe.multi_label)
         if found is None:
             return None
-        attributes = dict(found["attributes"])
-        if not self.store_logits:
-            attributes.pop("logits")
-        return fo.Classification(label=found["label"], confidence=found["confidence"], **attributes)
+        made = []
+        for entry in found if isinstance(found, list) else [found]:
+            attributes = dict(entry["attributes"])
+            if not self.store_logits:
+                attributes.pop("logits")
+            made.append(fo.Classification(label=entry["label"], confidence=entry["confidence"], **attributes))
+        return fo.Classifications(classifications=made) if isinstance(found, list) else made[0]
 
     def _heatmaps(self, image: Image.Image, row: dict, embedding: np.ndarray) -> dict[str, fo.Heatmap]:
         """The chosen descriptors' heatmaps for one image, as FiftyOne labels on one colour range."""
@@ -243,6 +265,26 @@ class DescryModel(fom.Model, fom.LogitsMixin, fom.SamplesMixin, fom.SupportsGetI
                 score=score,
             )
         return out
+
+
+def _tag_for_review(sample, row: dict, review_margin: float) -> None:
+    """Sample tags for what to review first (abstained, low margin), the margin to sort them by, and why a
+    label was withheld."""
+    _mark(sample, review_tags(row, review_margin), row["margin"], row.get("abstain_reason"))
+
+
+def _mark(sample, tags: Sequence[str], margin: float | None, reason: str | None) -> None:
+    if not tags:
+        return
+    sample.tags.extend(tag for tag in tags if tag not in sample.tags)
+    sample[MARGIN_FIELD] = margin
+    if reason:
+        sample[ABSTAINED_FIELD] = reason
+
+
+def save_review_view(dataset: fo.Dataset, name: str = REVIEW_VIEW) -> None:
+    """A saved view of the samples to review first: abstained or low-margin, lowest margin first."""
+    dataset.save_view(name, dataset.match_tags(list(REVIEW_TAGS)).sort_by(MARGIN_FIELD), overwrite=True)
 
 
 class _MapChoice:
@@ -330,6 +372,14 @@ def load_labels(
         for sample in dataset.select_by("filepath", list(errors)):
             sample[error_field] = errors[sample.filepath]
             sample.save()
+    review = folder / "review.json"
+    review = json.loads(review.read_text(encoding="utf-8")) if review.exists() else {}
+    if review:
+        for sample in dataset.select_by("filepath", list(review)):
+            entry = review[sample.filepath]
+            _mark(sample, entry["tags"], entry["margin"], entry.get("abstain_reason"))
+            sample.save()
+        save_review_view(dataset)
     provenance = folder / "provenance.json"
     if provenance.exists():
         dataset.info["descry"] = json.loads(provenance.read_text(encoding="utf-8"))

@@ -7,6 +7,8 @@ counting; this module only chooses what to count. No model, file or plot here.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
@@ -51,13 +53,16 @@ def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, bins
     return float(total)
 
 
-def classification_metrics(logits: np.ndarray, targets: np.ndarray, class_names: list[str]) -> dict:
+def classification_metrics(
+    logits: np.ndarray, targets: np.ndarray, class_names: list[str], probabilities_of: Callable = softmax
+) -> dict:
     """acc1, acc5, mean_per_class_recall, mean_confidence, ece, per-class scores and the confusion matrix.
 
-    acc5 is NaN (null in JSON) with fewer than five classes.
+    acc5 is NaN (null in JSON) with fewer than five classes. `probabilities_of` turns class scores into
+    the probabilities that confidence and ECE are computed on (softmax unless told otherwise).
     """
     logits = np.asarray(logits, dtype=np.float64)
-    probabilities = softmax(logits)
+    probabilities = probabilities_of(logits)
     predictions = logits.argmax(axis=1)  # ties: the lower index, as in top_k
     confidence = probabilities.max(axis=1)
     correct = predictions == targets

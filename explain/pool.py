@@ -14,6 +14,7 @@ import threading
 from collections.abc import Callable, Sequence
 
 from explain.cache import EmbeddingStore
+from explain.confidence import ProbabilityRule
 from explain.engine import Explainer
 from explain.errors import ModelLoadError
 from explain.models import EncoderModel, load_model
@@ -29,6 +30,7 @@ class ExplainerPool:
         store: EmbeddingStore | None = None,
         on_note: Callable[[str], None] | None = None,
         loader: Callable[[str, str], EncoderModel] = load_model,
+        rule: Callable[[str, EncoderModel], ProbabilityRule] | None = None,
     ):
         if not names:
             raise ModelLoadError("no model was named")
@@ -37,6 +39,7 @@ class ExplainerPool:
         self.store = store
         self._on_note = on_note
         self._loader = loader
+        self._rule = rule  # how each model's class scores become probabilities (default: the model's own kind)
         self._explainers: dict[str, Explainer] = {}
         self._errors: dict[str, str] = {}
         self._lock = threading.Lock()
@@ -51,7 +54,9 @@ class ExplainerPool:
                 raise ModelLoadError(self._errors[name])
             if name not in self._explainers:
                 try:
-                    explainer = Explainer(self._loader(name, self.device), store=self.store)
+                    model = self._loader(name, self.device)
+                    rule = self._rule(name, model) if self._rule else "auto"
+                    explainer = Explainer(model, store=self.store, probabilities=rule)
                 except ModelLoadError as error:
                     self._errors[name] = str(error)
                     raise

@@ -15,9 +15,11 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import plotly.graph_objects as go
 
 from explain.charts import safe
+from explain.confidence import style_record
 from explain.evaluate import METHODS, EvaluationRun, prediction_rows, prompt_rows
 from explain.images import open_image
 from explain.metrics import SCALAR_METRICS as SUMMARY_METRICS
@@ -61,7 +63,28 @@ def write_report(run: EvaluationRun, out: str | Path, title: str = "Descry evalu
         json.dumps(_finite(run.diagnostics), indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
     )
     paths["report.html"].write_text(render_html(run, title), encoding="utf-8")
+    paths["scores.npz"] = write_scores(run, out / "scores.npz")
     return paths
+
+
+def write_scores(run: EvaluationRun, path: Path) -> Path:
+    """Every class score behind the metrics, for `explain calibrate`: per model and method an [n, classes]
+    array, with the true classes, the paths, and what made them (models, prompt style, probability kind)."""
+    arrays = {"targets": run.dataset.targets}
+    about = {
+        "classes": list(run.dataset.classes),
+        "paths": [str(p) for p in run.dataset.paths],
+        "prompt_style": style_record(run.recipe.style),
+        "models": [],
+    }
+    for i, (model, evaluation) in enumerate(run.evaluations.items()):
+        about["models"].append({"name": model, "probabilities": evaluation.rule.kind})
+        for method in METHODS:
+            arrays[f"scores_{i}_{method}"] = evaluation.methods[method].logits
+    arrays["about"] = np.array(json.dumps(about, ensure_ascii=False))
+    with open(path, "wb") as handle:
+        np.savez_compressed(handle, **arrays)
+    return path
 
 
 def render_html(run: EvaluationRun, title: str) -> str:
@@ -72,10 +95,20 @@ def render_html(run: EvaluationRun, title: str) -> str:
         return figure.to_html(full_html=False, include_plotlyjs=len(figures) == 1, config={"displaylogo": False})
 
     parts = [f"<h1>{html.escape(title)}</h1>", _overview(run), "<h2>Metrics</h2>", _metrics_table(run)]
+    parts += ["<h2>Confidence you can act on</h2>", _selective_table(run)]
     for model, metrics in run.metrics.items():
         parts.append(f"<h2>{html.escape(model)}</h2>")
         parts.append(figure_html(_confusion_figure(metrics["descriptors"], run.dataset.classes, model)))
         parts.append(figure_html(_recall_figure(metrics, run.dataset.classes)))
+        descriptors = metrics["descriptors"]
+        curves = {"descriptors": descriptors["reliability"], "baseline": metrics["baseline"]["reliability"]}
+        if "before_calibration" in descriptors:
+            curves = {
+                "descriptors, before calibration": descriptors["before_calibration"]["reliability"],
+                "descriptors, calibrated": descriptors["reliability"],
+            }
+        parts.append(figure_html(reliability_figure(curves, descriptors["probabilities"]["probabilities"])))
+        parts.append(figure_html(_risk_coverage_figure(metrics)))
         parts.append(_diagnostics_html(run.diagnostics[model]))
     parts.append("<h2>Views</h2>")
     parts.append(_views_html(run))
@@ -151,6 +184,91 @@ def _metrics_table(run: EvaluationRun) -> str:
             "each seed's metrics are in metrics.json under waffle_reps.</p>"
         )
     return f"<table><thead><tr>{header}</tr></thead><tbody>{''.join(rows)}</tbody></table>{note}"
+
+
+def _selective_table(run: EvaluationRun) -> str:
+    """Per model and method: which probabilities, AURC by probability and by margin, the coverage at 90% and
+    95% selective accuracy, and which ranking is better on this data."""
+    header = "".join(
+        f"<th>{name}</th>"
+        for name in (
+            "model", "method", "probabilities", "AURC (probability)", "AURC (margin)",
+            "coverage at 90%", "coverage at 95%", "better ranking",
+        )
+    )  # fmt: skip
+    rows = []
+    for model, methods in run.metrics.items():
+        for method in METHODS:
+            m = methods[method]
+            chosen = m["selective"]["better_ranking"]
+            best = m["selective"][f"by_{chosen}"]
+            rule = m["probabilities"]
+            kind = rule["probabilities"] + (f", calibrated (T={rule['temperature']:.3g})" if rule["calibrated"] else "")
+            cells = [
+                kind,
+                f"{m['selective']['by_probability']['aurc']:.4f}",
+                f"{m['selective']['by_margin']['aurc']:.4f}",
+                f"{best['coverage_at_90']:.1%}",
+                f"{best['coverage_at_95']:.1%}",
+                chosen,
+            ]
+            values = "".join(f'<td class="num">{html.escape(c)}</td>' for c in cells)
+            rows.append(f"<tr><td>{html.escape(model)}</td><td>{method}</td>{values}</tr>")
+    note = (
+        '<p class="note">AURC: the mean error of the most confident k images over every k (lower is better). '
+        "Coverage at 90%: the largest share of images, most confident first, labelled at least 90% right, "
+        "ranked by the better of probability and margin. Labels below a chosen probability or margin can be "
+        "withheld: <code>label --min-probability</code>, <code>--min-margin</code>.</p>"
+    )
+    return f"<table><thead><tr>{header}</tr></thead><tbody>{''.join(rows)}</tbody></table>{note}"
+
+
+def reliability_figure(curves: dict[str, list[dict]], kind: str) -> go.Figure:
+    """Accuracy against mean confidence per bin, one line per curve, with the diagonal of perfect calibration."""
+    figure = go.Figure()
+    figure.add_scatter(
+        x=[0, 1], y=[0, 1], mode="lines", name="perfectly calibrated", line=dict(dash="dot", color="#9aa5b1")
+    )
+    for name, bins in curves.items():
+        figure.add_scatter(
+            x=[b["confidence"] for b in bins],
+            y=[b["accuracy"] for b in bins],
+            mode="lines+markers",
+            name=name,
+            customdata=[b["count"] for b in bins],
+            hovertemplate="confidence %{x:.1%}<br>accuracy %{y:.1%}<br>%{customdata} images<extra></extra>",
+        )
+    figure.update_layout(
+        title=f"Reliability ({kind} probability of the top class)",
+        template="plotly_white",
+        xaxis=dict(title="mean confidence in the bin", range=[0, 1], tickformat=".0%"),
+        yaxis=dict(title="accuracy in the bin", range=[0, 1], tickformat=".0%"),
+        height=420,
+    )
+    return figure
+
+
+def _risk_coverage_figure(metrics: dict) -> go.Figure:
+    figure = go.Figure()
+    for method in METHODS:
+        for ranking in ("probability", "margin"):
+            curve = metrics[method]["selective"][f"by_{ranking}"]
+            figure.add_scatter(
+                x=curve["coverage"],
+                y=curve["accuracy"],
+                mode="lines",
+                name=f"{method}, by {ranking}",
+                line=dict(dash="solid" if ranking == "probability" else "dash"),
+                hovertemplate="most confident %{x:.0%}<br>accuracy %{y:.1%}<extra></extra>",
+            )
+    figure.update_layout(
+        title="Selective accuracy: the most confident share of images, and how many are right",
+        template="plotly_white",
+        xaxis=dict(title="coverage (most confident first)", range=[0, 1], tickformat=".0%"),
+        yaxis=dict(title="accuracy", tickformat=".0%"),
+        height=420,
+    )
+    return figure
 
 
 def _number(metrics: dict, key: str) -> str:

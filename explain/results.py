@@ -6,7 +6,7 @@ and charts turn them into figures.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -84,6 +84,7 @@ class Classification:
     model: str
     predictions: tuple[ClassScore, ...]  # sorted by score, highest first
     baseline: tuple[ClassScore, ...]  # sorted by score, highest first
+    probabilities: dict = field(default_factory=lambda: {"probabilities": "softmax", "temperature": 1.0})
 
     @property
     def fallback_classes(self) -> list[str]:
@@ -101,6 +102,7 @@ class Classification:
         record = {
             "image": self.image,
             "model": self.model,
+            **self.probabilities,  # which probabilities these are: softmax or sigmoid, temperature, calibrated
             "predictions": [entry.to_dict() for entry in self.predictions],
             "baseline": [entry.to_dict(with_descriptors=False) for entry in self.baseline],
         }

@@ -743,3 +743,28 @@ def test_editing_a_third_class_does_not_resend_the_contrast(models, image_file):
     top = first.record["predictions"][0]["class"]
     changed = explain_image(models, image_file, classes, editor.edit_features(FROGS, top, "something else"))
     assert changed.contrast is not None and scoring.updates(changed, first.record, None)[2]["visible"]
+
+
+def test_a_close_call_reads_unsure_between_the_two_not_a_bold_winner(models, image_file):
+    from explain.confidence import Abstention, Decision
+
+    close = Decision(Abstention(min_margin=1e9))
+    shown = scoring.explain_image(models, LIMITS, None, image_file, "tree frog, tailed frog", FROGS, decision=close)
+    first, second = [entry["class"] for entry in shown.record["predictions"][:2]]
+    assert f"unsure between {first} and {second}" in shown.headline
+    assert "descry-unsure" in shown.headline and "descry-answer" not in shown.headline
+    assert "margin" in shown.headline and shown.record["abstained"] and shown.record["label"] is None
+    assert "the template alone says " in shown.headline  # never "agrees": there is no winner to agree with
+    clear = scoring.explain_image(models, LIMITS, None, image_file, "tree frog, tailed frog", FROGS)
+    assert "descry-answer" in clear.headline and not clear.record["abstained"]
+
+
+def test_the_owner_sets_the_threshold_and_calibration_in_one_line_each(tmp_path):
+    from web.settings import SettingsError
+
+    assert Settings.from_environment({}).min_margin == 0.5  # the app's default: a lead under half a logit
+    assert Settings.from_environment({"DESCRY_MIN_MARGIN": "0"}).min_margin == 0.0
+    with pytest.raises(SettingsError, match="DESCRY_MIN_PROBABILITY='2' must be from 0 to 1"):
+        Settings.from_environment({"DESCRY_MIN_PROBABILITY": "2"})
+    with pytest.raises(SettingsError, match="DESCRY_CALIBRATION=.* is not a file"):
+        Settings.from_environment({"DESCRY_CALIBRATION": str(tmp_path / "missing.json")})

@@ -41,7 +41,7 @@ def test_json_lines_one_per_image(capsys, clip_dir, image_files, frog_file):
 def test_table_shows_top_classes_and_ranked_descriptors(capsys, clip_dir, image_files, frog_file):
     code, out, err = run(capsys, image_files[0], "--descriptors", frog_file, "--model", clip_dir)
     assert code == 0 and err == ""
-    assert out.startswith(f"{image_files[0]}  (model: {clip_dir})")
+    assert out.startswith(f"{image_files[0]}  (model: {clip_dir}; probabilities: softmax)")
     assert "prob" in out and "baseline" in out and "margin +" in out
     for name in ("tree frog", "tailed frog", "bullfrog"):
         assert name in out

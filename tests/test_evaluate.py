@@ -281,7 +281,7 @@ def test_report_opens_in_chromium_without_console_errors(clip_dir, image_folder,
         page.goto((out / "report.html").as_uri(), wait_until="load")
         page.wait_for_timeout(1000)
         assert errors == []
-        assert page.locator(".plotly-graph-div").count() == 2
+        assert page.locator(".plotly-graph-div").count() == 4  # confusion, recall, reliability, risk-coverage
         assert page.locator("figure img").count() > 0
         browser.close()
 

@@ -183,3 +183,34 @@ def test_the_export_imports_with_the_same_fields_as_apply_model(clip_dir, tree, 
     )
     assert plain.count("descry") == 9
     assert all(label.logits is not None for label in plain.values("descry") if label is not None)
+
+
+def test_review_tags_abstentions_and_several_labels_arrive_in_fiftyone(clip_dir, tree, frog_json, tmp_path):
+    from explain.fiftyone_model import save_review_view
+
+    dataset = imported(tree, "review")
+    names = dataset.distinct("ground_truth.label")
+    unsure = DescryModel(FROGS, str(clip_dir), classes=names, device="cpu", min_margin=1e9, review_margin=1e9)
+    dataset.apply_model(unsure, label_field="descry", batch_size=4, num_workers=0)
+    save_review_view(dataset)
+    readable = dataset.match(fo.ViewField("filepath").ends_with("broken.png") == False)  # noqa: E712
+    assert not dataset.has_field("descry") or readable.count("descry") == 0  # every label withheld
+    assert readable.count_sample_tags() == {"descry:abstained": 9, "descry:low-margin": 9}
+    assert all(r.startswith("unsure between ") for r in readable.values("descry_abstained"))
+    review = dataset.load_saved_view("descry-review")
+    margins = review.values("descry_margin")
+    assert len(margins) == 9 and margins == sorted(margins)
+
+    # The export: tags and the saved view through load_labels; several labels as Classifications.
+    out = tmp_path / "labels"
+    flags = ["--format", "fiftyone", "--classes-from", str(tree), "--probabilities", "sigmoid", "--multi-label"]
+    assert label_cli(tree, frog_json, clip_dir, out, *flags, "--threshold", "0", "--review-margin", "1e9") == 1
+    loaded = load_labels(out / "fiftyone", name="review-export")
+    labelled = loaded.exists("descry")
+    assert len(labelled) == 9
+    assert all(
+        isinstance(label, fo.Classifications) and len(label.classifications) == 3 for label in labelled.values("descry")
+    )
+    assert loaded.count_sample_tags() == {"descry:low-margin": 9}
+    margins = loaded.load_saved_view("descry-review").values("descry_margin")
+    assert len(margins) == 9 and margins == sorted(margins)

@@ -46,9 +46,10 @@ def test_every_descriptor_score_equals_open_clips_own_forward(open_clip_dir):
 def test_logit_scale_is_stored_as_a_log_and_the_bias_is_used(tmp_path):
     biased = load_model(str(save_tiny_open_clip(tmp_path / "bias", "bias")), device="cpu")
     assert biased.logit_scale == pytest.approx(np.exp(2.3), rel=1e-5) and biased.logit_bias == pytest.approx(-10.0)
+    assert biased.sigmoid_loss  # a sigmoid-loss model: its own probabilities are sigmoids
     plain = load_model(str(save_tiny_open_clip(tmp_path / "plain", "quickgelu")), device="cpu")
     assert plain.logit_scale == pytest.approx(1 / 0.07, rel=1e-5) and plain.logit_bias == 0.0
-    assert plain.max_text_length == 16  # its own context length
+    assert plain.max_text_length == 16 and not plain.sigmoid_loss  # its own context length; a softmax model
 
 
 @pytest.mark.parametrize(

@@ -64,11 +64,16 @@ def test_baseline_equals_the_zero_shot_pipeline(family, template):
         reference = {
             r["label"]: r["score"] for r in classify(image, candidate_labels=list(FROGS), hypothesis_template=template)
         }
+        # Under auto, each family's own probabilities: SigLIP's sigmoid per label, the pipeline's as well.
+        assert result.to_dict()["probabilities"] == ("sigmoid" if sigmoid else "softmax")
         for entry in result.baseline:
-            # For SigLIP the pipeline reports the independent sigmoid of the logit we rank by.
-            ours = 1 / (1 + np.exp(-entry.score)) if sigmoid else entry.probability
-            assert ours == pytest.approx(reference[entry.name], abs=1e-5), entry.name
-        assert sum(entry.probability for entry in result.baseline) == pytest.approx(1.0)
+            assert entry.probability == pytest.approx(reference[entry.name], abs=1e-5), entry.name
+        if not sigmoid:
+            assert sum(entry.probability for entry in result.baseline) == pytest.approx(1.0)
+        # Asked for a softmax, SigLIP's ranking is the same and the numbers are normalised over the classes.
+        forced = Explainer(encoder, probabilities="softmax").classify(image, FROGS, template=template)
+        assert [e.name for e in forced.baseline] == [e.name for e in result.baseline]
+        assert sum(entry.probability for entry in forced.baseline) == pytest.approx(1.0)
 
 
 def test_siglip_scores_include_its_bias(siglip):

@@ -66,12 +66,20 @@ def md(text: str) -> str:
     return re.sub(r"([\\`*_{}\[\]()#+!|>~-])", r"\\\1", html.escape(text, quote=False))
 
 
-def headline_html(result: Classification, details: str = "", warnings: list[str] | None = None) -> str:
+def headline_html(
+    result: Classification, details: str = "", warnings: list[str] | None = None, unsure: str | None = None
+) -> str:
     """The answer in one line at the top of the results, coloured as in the charts, with the details below
-    and any warnings about the descriptors in a callout that is hard to miss."""
+    and any warnings about the descriptors in a callout that is hard to miss. When the call is below the
+    app's threshold (`unsure` says why), no bold winner: "unsure between A and B" in the plain text colour."""
     colour = class_colours(result)[result.predictions[0].name]
-    top, _, rest = headline(result).partition(" · ")
-    parts = [f'<span class="descry-answer" style="color:{colour}">{html.escape(top)}</span>']
+    top, _, rest = headline(result, unsure=unsure is not None).partition(" · ")
+    if unsure is not None:
+        why = unsure.partition(": ")[2] or unsure
+        parts = [f'<span class="descry-unsure" title="{html.escape(why)}">{html.escape(top)}</span>']
+        details = f"{why}. {details}" if details else why
+    else:
+        parts = [f'<span class="descry-answer" style="color:{colour}">{html.escape(top)}</span>']
     if rest:
         parts.append(f'<span class="descry-versus">{html.escape(rest)}</span>')
     info = f'<div class="descry-details">{html.escape(details)}</div>' if details else ""

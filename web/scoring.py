@@ -28,6 +28,7 @@ from descriptors.limits import RequestLimits
 from descriptors.validate import EMPTY, check_descriptors
 from explain import Classification, Explainer, ExplainerPool, ModelLoadError, open_image
 from explain.charts import contrast_figure, descriptor_figure, ranking_figure
+from explain.confidence import Abstention, Decision
 from explain.engine import LONG_ENCODE
 from web.context import QUIET
 from web.examples import example_name
@@ -81,6 +82,7 @@ def explain_image(
     on_encode=None,
     editing: str | None = None,
     width: int | None = None,
+    decision: Decision | None = None,
 ) -> Shown:
     """Score the image and draw what explains it; `editing` is the class in the editor, which the charts
     always include, and `width` the charts' width in pixels, which their labels wrap to."""
@@ -105,13 +107,17 @@ def explain_image(
     contrast = None
     if len(result.predictions) > 1:
         contrast = contrast_figure(result.contrast(), width=width)
+    ranked = result.predictions
+    decided = (decision or Decision())(
+        explainer.rule, [e.name for e in ranked], [e.score for e in ranked], [e.probability for e in ranked]
+    )
     return Shown(
         "ok",
-        headline=headline_html(result, summary, _warnings(result, chosen)),
+        headline=headline_html(result, summary, _warnings(result, chosen), decided["abstain_reason"]),
         ranking=ranking_figure(result, include=editing, width=width),
         descriptors=descriptor_figure(result, include=editing, width=width),
         contrast=contrast,
-        record=result.to_dict(contrast=True),
+        record={**result.to_dict(contrast=True), **decided},
     )
 
 
@@ -238,9 +244,12 @@ def prepare(ctx) -> None:
 
 def explain_for(ctx, model_name, image, classes_text, descriptors, editing, width, on_encode=None) -> Shown:
     """`explain_image` with the app's models and limits, for the page's own inputs."""
+    settings = ctx.settings
+    decision = Decision(Abstention(settings.min_probability, settings.min_margin))
     return explain_image(
-        ctx.models, ctx.limits, model_name, image, classes_text, descriptors, on_encode, editing, chart_width(width)
-    )
+        ctx.models, ctx.limits, model_name, image, classes_text, descriptors, on_encode, editing, chart_width(width),
+        decision,
+    )  # fmt: skip
 
 
 def chart_width(width) -> int | None:

@@ -40,6 +40,9 @@ class Settings:
     llm_timeout: float = 30.0  # DESCRY_LLM_TIMEOUT: seconds per LLM request
     state_secret: str | None = None  # DESCRY_STATE_SECRET: encrypts what browsers keep; made once if unset
     proxy_hops: int = 0  # DESCRY_PROXY_HOPS: trusted proxies in front of the app (a Space has 1); 0 trusts none
+    calibration: Path | None = None  # DESCRY_CALIBRATION: a calibration.json for the app's models
+    min_probability: float = 0.0  # DESCRY_MIN_PROBABILITY: below it the answer is "unsure between A and B"
+    min_margin: float = 0.5  # DESCRY_MIN_MARGIN: so is a lead over the runner-up below this (score units)
 
     @property
     def max_unzipped_bytes(self) -> int:
@@ -67,20 +70,27 @@ class Settings:
             llm_timeout=_number(env, "DESCRY_LLM_TIMEOUT", defaults.llm_timeout),
             state_secret=env.get("DESCRY_STATE_SECRET") or None,
             proxy_hops=_count(env, "DESCRY_PROXY_HOPS"),
+            calibration=_file(env, "DESCRY_CALIBRATION"),
+            min_probability=_share(env, "DESCRY_MIN_PROBABILITY", defaults.min_probability),
+            min_margin=_share(env, "DESCRY_MIN_MARGIN", defaults.min_margin, upper=None),
         )
 
 
 def _number(env: Mapping[str, str], name: str, default: float) -> float:
+    value = _float(env, name, default)
+    if not value > 0:
+        raise SettingsError(f"{name}={env[name]!r} must be more than 0")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
     text = env.get(name)
     if not text:
         return default
     try:
-        value = float(text)
+        return float(text)
     except ValueError:
         raise SettingsError(f"{name}={text!r} is not a number") from None
-    if not value > 0:
-        raise SettingsError(f"{name}={text!r} must be more than 0")
-    return value
 
 
 def _count(env: Mapping[str, str], name: str) -> int:
@@ -90,3 +100,20 @@ def _count(env: Mapping[str, str], name: str) -> int:
     if not text.strip().isdigit():
         raise SettingsError(f"{name}={text!r} is not a whole number")
     return int(text)
+
+
+def _file(env: Mapping[str, str], name: str) -> Path | None:
+    text = env.get(name)
+    if not text:
+        return None
+    if not Path(text).is_file():
+        raise SettingsError(f"{name}={text!r} is not a file")
+    return Path(text)
+
+
+def _share(env: Mapping[str, str], name: str, default: float, upper: float | None = 1.0) -> float:
+    """A number from 0 (the test turned off) up to `upper`."""
+    value = _float(env, name, default)
+    if value < 0 or (upper is not None and value > upper) or value != value:
+        raise SettingsError(f"{name}={env[name]!r} must be from 0 to {upper if upper is not None else 'any size'}")
+    return value

@@ -27,6 +27,7 @@ CSS = """
 }
 .descry-headline { font-size: 1.15rem; line-height: 1.5; }
 .descry-answer { font-size: 1.55rem; font-weight: 700; }
+.descry-unsure { font-size: 1.35rem; font-weight: 500; font-style: italic; }
 .dark .descry-answer { filter: brightness(1.25); }
 .descry-versus { color: var(--body-text-color-subdued); }
 .descry-details { color: var(--body-text-color-subdued); font-size: 0.85rem; margin-top: 0.2em; }

@@ -66,10 +66,32 @@ def write_part(out: Path, rows: list[dict]) -> Path:
     return path
 
 
-def assemble(out: Path, fmt: str, record: dict) -> list[Path]:
+ORDERS = ("input", "margin", "probability", "review")  # review: margin, lowest first
+
+
+def ordered(rows: list[dict], order: str) -> list[dict]:
+    """Rows as written (input), or lowest margin or probability first (review = margin), so that the calls
+    closest to a coin toss come first; rows without a label (unreadable) go last."""
+    if order == "input":
+        return rows
+    key = "margin" if order in ("margin", "review") else "probability"
+    if order not in ORDERS:
+        raise ValueError(f"order {order!r} is not one of {', '.join(ORDERS)}")
+    return sorted(rows, key=lambda row: (row["error"] is not None, row[key] if row[key] is not None else 0.0))
+
+
+def review_tags(row: dict, review_margin: float) -> list[str]:
+    """What a reviewer should look at first: abstained rows, and rows whose margin is below `review_margin`."""
+    tags = ["descry:abstained"] if row.get("abstained") else []
+    if row["margin"] is not None and row["margin"] < review_margin:
+        tags.append("descry:low-margin")
+    return tags
+
+
+def assemble(out: Path, fmt: str, record: dict, order: str = "input") -> list[Path]:
     """The final file(s) in format `fmt`, from every part in `out`, with `record` (the provenance) beside
     them: in labels.parquet's metadata, and as provenance.json in every folder written."""
-    rows = read_parts(out)
+    rows = ordered(read_parts(out), order)
     files = WRITERS[fmt].write(out, rows, record)
     for folder in dict.fromkeys(path.parent for path in files):
         files.append(_json(folder / "provenance.json", record))
@@ -116,6 +138,9 @@ def _parquet(path: Path, rows: list[dict], record: dict) -> Path:
             "descriptors",
             pa.list_(pa.struct([("class", pa.string()), ("descriptor", pa.string()), ("score", pa.float64())])),
         ),
+        ("labels", pa.list_(pa.struct([("class", pa.string()), ("probability", pa.float64())]))),
+        ("abstained", pa.bool_()),
+        ("abstain_reason", pa.string()),
         ("error", pa.string()),
     ]
     # Everything about how the labels were made travels inside the file, readable with any Parquet reader.
@@ -128,7 +153,7 @@ def _parquet(path: Path, rows: list[dict], record: dict) -> Path:
 def _csv(path: Path, rows: list[dict], top: int) -> Path:
     columns = ["path", "label", "probability", "baseline_label", "baseline_probability", "margin"]
     columns += [f"top{k}_{what}" for k in range(1, top + 1) for what in ("class", "score", "probability")]
-    columns += ["descriptors", "error"]
+    columns += ["descriptors", "labels", "abstained", "abstain_reason", "error"]
 
     def flat(row: dict) -> dict:
         out = {key: row.get(key) for key in columns[:6]}
@@ -136,6 +161,9 @@ def _csv(path: Path, rows: list[dict], top: int) -> Path:
             for what in ("class", "score", "probability"):
                 out[f"top{k}_{what}"] = entry[what]
         out["descriptors"] = json.dumps(row["descriptors"], ensure_ascii=False) if row["descriptors"] else ""
+        out["labels"] = "|".join(entry["class"] for entry in row.get("labels") or [])
+        out["abstained"] = "true" if row.get("abstained") else "false"
+        out["abstain_reason"] = row.get("abstain_reason") or ""
         out["error"] = row.get("error") or ""
         return out
 
@@ -146,10 +174,12 @@ def _csv(path: Path, rows: list[dict], top: int) -> Path:
     return path
 
 
-def fiftyone_label(row: dict) -> dict | None:
+def fiftyone_label(row: dict, multi_label: bool = False) -> dict | list[dict] | None:
     """A row as FiftyOne's `Classification`: `label` and `confidence` in its own fields, and the explanation
     as attributes, with `logits` (every class score, in the provenance's class order) among them, which is
-    where FiftyOne's importer looks for it. None for a row without a label."""
+    where FiftyOne's importer looks for it. With `multi_label`, a list (FiftyOne's `Classifications`), one
+    per label with its own probability. None for a row without a label (unreadable, or abstained: FiftyOne
+    has no label without a class, so the review tags and the reason travel beside it)."""
     if row["label"] is None:
         return None
     attributes = {
@@ -160,6 +190,8 @@ def fiftyone_label(row: dict) -> dict | None:
         "margin": row["margin"],
         "descriptors": row["descriptors"],
     }
+    if multi_label:
+        return [{"label": e["class"], "confidence": e["probability"], "attributes": attributes} for e in row["labels"]]
     return {"label": row["label"], "confidence": row["probability"], "attributes": attributes}
 
 
@@ -169,17 +201,20 @@ def _fiftyone(folder: Path, rows: list[dict], record: dict) -> list[Path]:
     `fo.Dataset.from_dir(dataset_dir=folder, dataset_type=fo.types.FiftyOneImageClassificationDataset,
     data_path="data.json", label_field="descry")`, or `explain.fiftyone_model.load_labels(folder)`."""
     folder.mkdir(parents=True, exist_ok=True)
-    labels, data, errors = {}, {}, {}
+    labels, data, errors, review = {}, {}, {}, {}
     for row in rows:
         uuid = hashlib.sha1(row["path"].encode("utf-8")).hexdigest()[:20]
         data[uuid] = str(Path(row["path"]).resolve())
-        labels[uuid] = fiftyone_label(row)
+        labels[uuid] = fiftyone_label(row, record.get("multi_label", False))
         if row["error"]:
             errors[data[uuid]] = row["error"]
+        elif tags := review_tags(row, record.get("review_margin", 0.0)):
+            review[data[uuid]] = {"tags": tags, "margin": row["margin"], "abstain_reason": row.get("abstain_reason")}
     return [
         _json(folder / "labels.json", {"classes": record["classes"], "labels": labels}),
         _json(folder / "data.json", data),
         _json(folder / "errors.json", errors),
+        _json(folder / "review.json", review),
     ]
 
 

@@ -28,7 +28,10 @@ from descriptors.names import ClassMatch, match_classes
 from explain.errors import ExplainError
 
 # What two runs must share for their rows to sit in one file; the rest of the provenance may differ.
-IDENTITY = ("model", "descriptors_sha256", "classes", "template", "prompt_style", "top", "descriptor_scores_for")
+IDENTITY = (
+    "model", "descriptors_sha256", "classes", "template", "prompt_style", "top", "descriptor_scores_for",
+    "probabilities", "calibration_sha256", "min_probability", "min_margin", "multi_label", "threshold",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,13 @@ class LabelRecipe:
     top: int = 5
     explain: int | None = 2
     descriptor_file: str | None = None
+    probabilities: str = "auto"  # softmax, sigmoid, or auto: the model's own (sigmoid for SigLIP)
+    calibration: str | None = None  # a calibration.json from `explain calibrate`
+    min_probability: float = 0.0  # below it, no label: abstained, with the reason
+    min_margin: float = 0.0  # the label's score over the runner-up's, in score units
+    multi_label: bool = False  # every class whose probability passes its threshold
+    threshold: float = 0.5  # the multi-label threshold where the calibration fitted none
+    review_margin: float = 1.0  # rows below it are tagged low-margin for review (FiftyOne)
 
     def __post_init__(self):
         if self.top < 1:
@@ -83,6 +93,14 @@ def provenance(
         "prompt_style": {"name": recipe.style.name, "prefix": recipe.style.prefix, "suffix": recipe.style.suffix},
         "top": recipe.top,
         "descriptor_scores_for": recipe.explain if recipe.explain is not None else "all",
+        "probabilities": recipe.probabilities,
+        "calibration": str(Path(recipe.calibration).resolve()) if recipe.calibration else None,
+        "calibration_sha256": _file_digest(recipe.calibration),
+        "min_probability": recipe.min_probability,
+        "min_margin": recipe.min_margin,
+        "multi_label": recipe.multi_label,
+        "threshold": recipe.threshold,
+        "review_margin": recipe.review_margin,
         "logits": keeps_logits,
         "versions": _versions(backend),
         "command": list(command),
@@ -90,8 +108,12 @@ def provenance(
     }
 
 
+def _file_digest(path: str | None) -> str | None:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest() if path and Path(path).is_file() else None
+
+
 def _versions(backend: str) -> dict:
-    from explain import __version__
+    from explain.version import __version__
 
     found = {"descry": __version__, "python": sys.version.split()[0]}
     for package in ("torch", "transformers" if backend == "transformers" else "open_clip_torch"):

@@ -38,6 +38,7 @@ class RunOptions:
     part_size: int = PART_SIZE
     verbose: bool = False  # Ray's own messages on the terminal rather than in OUT/ray.log
     command: tuple[str, ...] | None = None  # the command line recorded with the labels; None: this process's
+    order: str = "input"  # the final file's row order: input, margin, probability, or review (margin)
 
 
 class Progress(Protocol):
@@ -89,27 +90,34 @@ def _label(data, recipe: LabelRecipe, out: Path, runner, options: RunOptions, pr
     paths = [] if remote else read_sources(data)
     todo = str(data) if remote else [p for p in paths if p not in done]
     shown = progress(len(paths), len(paths) - len(todo)) if progress and not remote else None
-    counts = {"labelled": 0, "failed": 0}
+    counts = {"labelled": 0, "failed": 0, "abstained": 0}
 
     def keep(rows: list[dict]) -> None:
         write_part(out, rows)
         counts["labelled"] += len(rows)
         counts["failed"] += sum(1 for row in rows if row["error"])
+        counts["abstained"] += sum(1 for row in rows if row.get("abstained"))
 
     def prepare():
         explainer = Explainer(load_model(recipe.model, options.device), store=options.store)
-        return explainer, Labeller.build(explainer, recipe, keep_logits=keeps_logits)
+        labeller = Labeller.build(explainer, recipe, keep_logits=keeps_logits)
+        record["probability_rule"] = labeller.rule.record()  # what "probability" means in these rows
+        write_recipe(out, record)
+        return explainer, labeller
 
     if todo:
         note = shown.note if shown else (lambda text: None)
         advance = shown.step if shown else None
         runner.label(LabelTask(todo, recipe.model, prepare, keep, options.part_size, done, note, advance))
-    files = assemble(out, options.fmt, record)
+    elif stored:
+        record["probability_rule"] = stored.get("probability_rule")
+    files = assemble(out, options.fmt, record, options.order)
     skipped = len(done) if remote else len(paths) - len(todo)
     return {
         "labelled": counts["labelled"],
         "skipped": skipped,
         "failed": counts["failed"],
+        "abstained": counts["abstained"],
         "files": files,
         "provenance": record,
     }

@@ -7,7 +7,10 @@ exactly the same numbers. A row holds the label, its probability, the top K
 (class, score, probability), the template-alone label, the margin to the
 runner-up, and the descriptor scores of the best classes: the label and
 the runner-up by default (`LabelRecipe.explain`), ordered by class rank
-and then by score, highest first.
+and then by score, highest first. Probabilities follow the recipe's rule
+(the model's own kind, or a calibration's); a row below the recipe's
+probability or margin is abstained (no label, the reason, the scores kept),
+and with `multi_label` its `labels` are every class passing its threshold.
 """
 
 from __future__ import annotations
@@ -17,8 +20,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from descriptors import PromptSet, build_prompts, template_prompts
+from explain.confidence import Abstention, Decision, ProbabilityRule, rule_for
 from explain.labelling.recipe import LabelRecipe
-from explain.scoring import class_scores, descriptor_scores, softmax
+from explain.scoring import class_scores, descriptor_scores
 
 
 @dataclass
@@ -33,6 +37,8 @@ class Labeller:
     top: int = 5
     explain: int | None = 2  # classes whose descriptor scores a row keeps; None: every class
     keep_logits: bool = False  # every class score per row (FiftyOne's Classification.logits); large for big class lists
+    rule: ProbabilityRule = ProbabilityRule()
+    decision: Decision = Decision()
 
     @classmethod
     def build(cls, explainer, recipe: LabelRecipe, on_encode=None, keep_logits: bool = False) -> Labeller:
@@ -41,6 +47,9 @@ class Labeller:
         baseline = template_prompts(list(plan.classes), recipe.template, recipe.style, match.labels)
         text = explainer.text_embeddings([*plan.prompts, *baseline.prompts], on_encode)
         model = explainer.model
+        rule = rule_for(
+            recipe.model, getattr(model, "sigmoid_loss", False), recipe.probabilities, recipe.calibration, recipe.style
+        )
         return cls(
             plan,
             text[: len(plan.prompts)],
@@ -50,6 +59,8 @@ class Labeller:
             recipe.top,
             recipe.explain,
             keep_logits,
+            rule,
+            Decision(Abstention(recipe.min_probability, recipe.min_margin), recipe.multi_label, recipe.threshold),
         )
 
     def rows(self, paths, embeddings: np.ndarray, errors) -> list[dict]:
@@ -57,9 +68,9 @@ class Labeller:
         embeddings: [n_paths, dim], unit norm (a failed path's row is ignored)."""
         per_prompt = descriptor_scores(embeddings, self.text, self.logit_scale, self.logit_bias)  # [n, n_prompts]
         scores = class_scores(per_prompt, self.plan.counts)  # [n, n_classes]
-        probabilities = softmax(scores)
+        probabilities = self.rule(scores)
         baseline = descriptor_scores(embeddings, self.template_text, self.logit_scale, self.logit_bias)
-        baseline_probabilities = softmax(baseline.astype(np.float64))
+        baseline_probabilities = ProbabilityRule(self.rule.kind)(baseline.astype(np.float64))
         order = np.argsort(-scores, axis=1, kind="stable")  # ties: the lower class index, as argmax
         rows = []
         for i, path in enumerate(paths):
@@ -98,6 +109,7 @@ class Labeller:
             "descriptors": [entry for k in order[:kept] for entry in self._explained(int(k), per_prompt)],
             "error": None,
         }
+        row.update(self.decision(self.rule, classes, scores, probabilities))
         if self.keep_logits:
             row["logits"] = [float(v) for v in scores]
         return row
@@ -134,5 +146,8 @@ def failed_row(path: str, reason: str) -> dict:
         "baseline_probability": None,
         "margin": None,
         "descriptors": [],
+        "labels": [],
+        "abstained": False,
+        "abstain_reason": None,
         "error": reason,
     }

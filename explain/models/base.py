@@ -154,7 +154,7 @@ class EncoderModel(ABC):
     Embeddings come back as float32 numpy arrays with unit-norm rows,
     whatever precision the model runs in. Subclasses set `name`, `device`,
     `dtype`, `fingerprint`, `logit_scale`, `logit_bias`, `max_text_length`,
-    `dim` and `image_processor` (a picklable callable
+    `dim`, `sigmoid_loss` (where true) and `image_processor` (a picklable callable
     `image_processor(images=[...], return_tensors="pt")` -> dict of tensors,
     run in data-loader workers), and may add `notes` for the user.
     """
@@ -170,6 +170,7 @@ class EncoderModel(ABC):
     image_processor: Callable
     notes: list[str]
     backend: str = "model"
+    sigmoid_loss: bool = False  # trained with a per-pair sigmoid (SigLIP): its own probabilities are sigmoids
 
     @property
     def key(self) -> str:

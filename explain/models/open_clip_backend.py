@@ -77,6 +77,7 @@ class OpenClipModel(EncoderModel):
             self.logit_scale = float(model.logit_scale.detach().float().exp())  # stored as its log
             bias = getattr(model, "logit_bias", None)
             self.logit_bias = float(bias.detach().float()) if bias is not None else 0.0
+            self.sigmoid_loss = bias is not None  # open_clip builds a logit bias only for its sigmoid-loss models
         self.max_text_length = int(getattr(tokenizer, "context_length", 77))
         self.dim = int(self.encode_texts(["a"]).shape[1])
 

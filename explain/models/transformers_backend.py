@@ -49,6 +49,7 @@ class TransformersModel(EncoderModel):
 
     def __post_init__(self) -> None:
         self.logit_scale, self.logit_bias = logit_scale_and_bias(self.model)
+        self.sigmoid_loss = hasattr(self.model, "logit_bias")  # SigLIP and SigLIP 2 learn a bias for their sigmoid
         self.tokenizer = self.processor.tokenizer
         self.image_processor = self.processor.image_processor
         self._text_args = set(inspect.signature(self.model.get_text_features).parameters)
