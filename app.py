@@ -5,7 +5,8 @@ reads the command line, loads the first model so the first visitor does not
 wait, builds the page from the `web` package, and launches it. Nothing
 else lives here; each feature of the page is a module of `web`.
 
-    python app.py [--model MODEL ...] [--device auto|cpu|cuda|mps] [--port N] [--share]
+    python app.py [--model MODEL ...] [--device auto|cpu|cuda|mps] [--precision auto|fp32|bf16|fp16|int8]
+                  [--port N] [--share]
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from explain.cache import open_store
 from explain.confidence import calibrated_where_possible
 from explain.errors import ExplainError
 from explain.models import DEVICES, configured_models
+from explain.models.precision import PRECISIONS
 from web import Settings, SettingsError, build_app, launch_options
 
 
@@ -29,6 +31,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--model", action="append", metavar="MODEL", help="repeat to offer a model picker (default: $EXPLAIN_MODEL)"
     )
     parser.add_argument("--device", default="auto", choices=DEVICES)
+    parser.add_argument(
+        "--precision", default="auto", choices=PRECISIONS, help="auto: bf16 on CPUs with bf16 units, fp16 on CUDA"
+    )
     parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", 7860)))
     parser.add_argument("--share", action="store_true", help="ask Gradio for a public link")
     return parser.parse_args(argv)
@@ -57,7 +62,14 @@ def main(argv: list[str] | None = None) -> int:
     except ExplainError as error:
         print(f"error: DESCRY_CALIBRATION: {error}", file=sys.stderr, flush=True)
         return 2
-    models = ExplainerPool(configured_models(args.model), args.device, store, lambda n: say(f"note: {n}"), rule=rule)
+    models = ExplainerPool(
+        configured_models(args.model),
+        args.device,
+        store,
+        lambda n: say(f"note: {n}"),
+        rule=rule,
+        precision=args.precision,
+    )
     load_error = models.load_error()  # load the first model now, so the first visitor does not wait
     if load_error:
         say(f"warning: {load_error}; the app starts anyway and says how to fix it")

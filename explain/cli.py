@@ -42,6 +42,7 @@ from explain.labelling import ENGINES, FORMATS, EngineOptions, make_engine
 from explain.labelling.outputs import ORDERS
 from explain.models import DEFAULT_MODEL, DEVICES, configured_models
 from explain.models.base import MAX_HEATMAP_SIZE
+from explain.models.precision import PRECISIONS
 from explain.pool import ExplainerPool
 from explain.results import Classification
 
@@ -98,7 +99,8 @@ def _add_classify(classify: argparse.ArgumentParser) -> None:
             f"(default: the first of $EXPLAIN_MODEL, else {DEFAULT_MODEL})"
         ),
     )
-    classify.add_argument("--device", default="auto", choices=DEVICES, help="default: auto (CUDA with fp16, MPS, CPU)")
+    classify.add_argument("--device", default="auto", choices=DEVICES, help="default: auto (CUDA, MPS, CPU)")
+    _add_precision_flag(classify)
     _add_template_flags(classify)
     _add_probability_flags(classify)
     classify.add_argument("--json", action="store_true", help="print one JSON object per image, one per line")
@@ -149,6 +151,7 @@ def _add_evaluate(evaluate: argparse.ArgumentParser) -> None:
         "--seed", type=int, default=0, metavar="S", help="for --limit and the random-descriptor control"
     )
     evaluate.add_argument("--device", default="auto", choices=DEVICES)
+    _add_precision_flag(evaluate)
     _add_template_flags(evaluate)
     _add_probability_flags(evaluate, decisions=False)
     evaluate.add_argument(
@@ -202,6 +205,26 @@ def _add_label(label: argparse.ArgumentParser) -> None:
     )
     label.add_argument("--format", choices=FORMATS, default=FORMATS[0])
     _add_probability_flags(label)
+    _add_review_flags(label)
+    _add_template_flags(label)
+    _add_engine_flags(label)
+    label.add_argument("--batch-size", type=_positive, default=64, metavar="N")
+    label.add_argument(
+        "--workers", type=int, default=2, metavar="N", help="decoding processes (local) or Ray actors (ray)"
+    )
+    label.add_argument("--device", default="auto", choices=DEVICES)
+    _add_precision_flag(label)
+    label.add_argument(
+        "--part-size",
+        type=_positive,
+        default=256,
+        metavar="N",
+        help="rows written together; a crash loses at most one part (default: 256)",
+    )
+    _add_cache_flags(label)
+
+
+def _add_review_flags(label: argparse.ArgumentParser) -> None:
     label.add_argument(
         "--order",
         choices=ORDERS,
@@ -215,21 +238,16 @@ def _add_label(label: argparse.ArgumentParser) -> None:
         metavar="M",
         help="tag rows whose margin is below M for review in FiftyOne (default: 1.0)",
     )
-    _add_template_flags(label)
-    _add_engine_flags(label)
-    label.add_argument("--batch-size", type=_positive, default=64, metavar="N")
-    label.add_argument(
-        "--workers", type=int, default=2, metavar="N", help="decoding processes (local) or Ray actors (ray)"
+
+
+def _add_precision_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="auto",
+        help="the towers' numbers: auto (fp16 on CUDA, bf16 on CPUs with bf16 units, else fp32), "
+        "fp32, bf16, fp16 (CUDA) or int8 (CPU)",
     )
-    label.add_argument("--device", default="auto", choices=DEVICES)
-    label.add_argument(
-        "--part-size",
-        type=_positive,
-        default=256,
-        metavar="N",
-        help="rows written together; a crash loses at most one part (default: 256)",
-    )
-    _add_cache_flags(label)
 
 
 def _add_probability_flags(parser: argparse.ArgumentParser, decisions: bool = True) -> None:
@@ -462,6 +480,7 @@ def label_command(args: argparse.Namespace) -> int:
         args.multi_label,
         args.threshold,
         args.review_margin,
+        args.precision,
     )
     options = RunOptions(
         args.engine,
@@ -687,7 +706,12 @@ def _pool(args: argparse.Namespace, names: list[str], store: EmbeddingStore | No
     architecture they were trained with) go to stderr."""
     store = store if store is not None else _store(args)
     return ExplainerPool(
-        names, args.device, store, lambda note: print(f"note: {note}", file=sys.stderr, flush=True), rule=rule
+        names,
+        args.device,
+        store,
+        lambda note: print(f"note: {note}", file=sys.stderr, flush=True),
+        rule=rule,
+        precision=args.precision,
     )
 
 

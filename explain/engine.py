@@ -139,7 +139,7 @@ class Explainer:
                 model=self.model.name,
                 predictions=_ranked_classes(plan, by_descriptor[i], by_class[i], self.rule),
                 baseline=_ranked_baseline(plan.classes, by_template[i].astype(np.float64), self.rule),
-                probabilities=self.rule.record(),
+                probabilities={**self.rule.record(), "precision": getattr(self.model, "precision_name", "fp32")},
             )
             for i in range(len(images))
         ]

@@ -371,6 +371,8 @@ def run_evaluation(
         evaluation.rule = explainer.rule
         evaluations[name] = evaluation
         metrics[name] = summarise(evaluation, targets, readable.classes, explainer.rule)
+        for method in METHODS:  # which number format the towers ran in
+            metrics[name][method]["precision"] = getattr(explainer.model, "precision_name", "fp32")
         diagnostics[name] = descriptor_diagnostics(
             evaluation.methods["descriptors"], targets, evaluation.methods["baseline"].logits
         )

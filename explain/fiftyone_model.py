@@ -129,16 +129,17 @@ class DescryModel(fom.Model, fom.LogitsMixin, fom.SamplesMixin, fom.SupportsGetI
         multi_label: bool = False,
         threshold: float = 0.5,
         review_margin: float = 1.0,
+        precision: str = "auto",
     ):
         fom.LogitsMixin.__init__(self)
         fom.SamplesMixin.__init__(self)
         self.config = types.SimpleNamespace()  # FiftyOne applies thresholds and class filters itself
         self.recipe = LabelRecipe(
             model, descriptors, tuple(classes) if classes else None, template, style, top, explain, None,
-            probabilities, calibration, min_probability, min_margin, multi_label, threshold, review_margin,
+            probabilities, calibration, min_probability, min_margin, multi_label, threshold, review_margin, precision,
         )  # fmt: skip
         self._match = self.recipe.match()
-        self.explainer = Explainer(load_model(model, device), store=store)
+        self.explainer = Explainer(load_model(model, device, precision), store=store)
         self.labeller = Labeller.build(self.explainer, self.recipe, keep_logits=True)
         self.store_logits = logits
         self.error_field = error_field

@@ -10,6 +10,7 @@ scores anything.
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Callable, Sequence
 
@@ -29,8 +30,9 @@ class ExplainerPool:
         device: str = "auto",
         store: EmbeddingStore | None = None,
         on_note: Callable[[str], None] | None = None,
-        loader: Callable[[str, str], EncoderModel] = load_model,
+        loader: Callable[[str, str], EncoderModel] | None = None,
         rule: Callable[[str, EncoderModel], ProbabilityRule] | None = None,
+        precision: str = "auto",
     ):
         if not names:
             raise ModelLoadError("no model was named")
@@ -38,7 +40,7 @@ class ExplainerPool:
         self.device = device
         self.store = store
         self._on_note = on_note
-        self._loader = loader
+        self._loader = loader or functools.partial(load_model, precision=precision)
         self._rule = rule  # how each model's class scores become probabilities (default: the model's own kind)
         self._explainers: dict[str, Explainer] = {}
         self._errors: dict[str, str] = {}

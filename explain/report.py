@@ -145,7 +145,11 @@ def _overview(run: EvaluationRun) -> str:
         )
     items = [
         f"{len(run.dataset.paths)} images in {len(run.dataset.classes)} classes",
-        f"models: {', '.join(html.escape(m) for m in run.evaluations)}",
+        "models: "
+        + ", ".join(
+            f"{html.escape(m)} ({html.escape(run.metrics[m]['descriptors'].get('precision', 'fp32'))})"
+            for m in run.evaluations
+        ),
         f"methods: descriptors (class score = mean descriptor score; prompt style {style}), "
         f"baseline (template {html.escape(repr(recipe.template))}), "
         f"waffle (WaffleCLIP's control: {recipe.waffle_pairs} pairs of random words and random characters, "

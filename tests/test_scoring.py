@@ -110,7 +110,9 @@ def test_class_without_descriptors_is_scored_by_its_template():
 
 def test_json_record_shape_and_order():
     record = Explainer(HandMadeEncoder(DIRECTIONS)).classify(random_image(0), FROGS, name="frog.png").to_dict()
-    assert set(record) == {"image", "model", "probabilities", "temperature", "calibrated", "predictions", "baseline"}
+    assert set(record) == {
+        "image", "model", "probabilities", "temperature", "calibrated", "precision", "predictions", "baseline"
+    }  # fmt: skip
     assert (record["probabilities"], record["temperature"], record["calibrated"]) == ("softmax", 1.0, False)
     assert set(record["predictions"][0]) == {"class", "score", "probability", "descriptors", "fallback"}
     assert set(record["baseline"][0]) == {"class", "score", "probability"}

@@ -57,6 +57,7 @@ class LabelTask:
     skip: set[str] = field(default_factory=set)  # already labelled (for a location, whose paths are not listed)
     note: Note = lambda text: None
     advance: Step = None  # told as images are embedded, before their part is written
+    precision: str = "auto"  # the towers' precision, for engines that load the model elsewhere (Ray's actors)
 
 
 class LocalEngine:
@@ -113,8 +114,9 @@ class RayEngine:
         o = self.options
         with self._ray() as device:
             vectors, failures = ray_engine.embed_paths(
-                [str(p) for p in paths], explainer.model.name, device, o.batch_size, o.workers
-            )
+                [str(p) for p in paths], explainer.model.name, device, o.batch_size, o.workers,
+                explainer.model.precision_name,
+            )  # fmt: skip
         if step:
             step(len(paths))
         return vectors, failures
@@ -126,7 +128,9 @@ class RayEngine:
         where = f"the Ray cluster at {o.address}" if o.address else "Ray"
         task.note(f"starting {where} and {max(1, o.workers)} workers")
         with self._ray() as device:
-            stream = ray_engine.EmbeddingStream(task.todo, task.model, device, o.batch_size, o.workers, task.skip)
+            stream = ray_engine.EmbeddingStream(
+                task.todo, task.model, device, o.batch_size, o.workers, task.skip, task.precision
+            )
             _, labeller = task.prepare()  # the model loads here while the actors start
             waiting: list[dict] = []
             for paths, embeddings, errors in stream:  # each block as an actor finishes it

@@ -85,7 +85,7 @@ def native_stderr_to(log: Path | None):
 class EmbedImages:
     """One Ray actor: loads the model once, by name, then embeds each batch of images it is given."""
 
-    def __init__(self, model: str, device: str = "cpu"):
+    def __init__(self, model: str, device: str = "cpu", precision: str = "auto"):
         import ray
         import torch
 
@@ -96,7 +96,7 @@ class EmbedImages:
         cpus = int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1))
         torch.set_num_threads(max(1, cpus))
 
-        self.model = load_model(model, device)
+        self.model = load_model(model, device, precision)
 
     def __call__(self, batch: dict) -> dict:
         from PIL import Image
@@ -135,7 +135,7 @@ class EmbeddingStream:
     own work. Errors on the Ray side come out of the iteration.
     """
 
-    def __init__(self, items, model: str, device: str, batch_size: int, workers: int, skip=()):
+    def __init__(self, items, model: str, device: str, batch_size: int, workers: int, skip=(), precision: str = "auto"):
         import ray
 
         if isinstance(items, str):  # a location Ray reads where it lies; its decoded pixels come along
@@ -147,7 +147,7 @@ class EmbeddingStream:
             dataset = ray.data.from_items([{"path": p} for p in items])
         embedded = dataset.map_batches(
             EmbedImages,
-            fn_constructor_kwargs={"model": model, "device": device},
+            fn_constructor_kwargs={"model": model, "device": device, "precision": precision},
             batch_size=batch_size,
             compute=ray.data.ActorPoolStrategy(size=max(1, workers)),
             # Ray's own read tasks need a CPU of their own, so actors reading a location keep to one.
@@ -176,12 +176,12 @@ class EmbeddingStream:
 
 
 def embed_paths(
-    paths: Sequence[str], model: str, device: str, batch_size: int, workers: int
+    paths: Sequence[str], model: str, device: str, batch_size: int, workers: int, precision: str = "auto"
 ) -> tuple[np.ndarray, dict[int, str]]:
     """Unit-norm image embeddings of `paths` in order, computed by Ray actors; failures by index."""
     index = {p: i for i, p in enumerate(paths)}
     vectors, failures = None, {}
-    for found, embeddings, errors in EmbeddingStream(list(paths), model, device, batch_size, workers):
+    for found, embeddings, errors in EmbeddingStream(list(paths), model, device, batch_size, workers, (), precision):
         if vectors is None:
             vectors = np.zeros((len(paths), embeddings.shape[1]), np.float32)
         for j, path in enumerate(found):

@@ -30,7 +30,7 @@ from explain.errors import ExplainError
 # What two runs must share for their rows to sit in one file; the rest of the provenance may differ.
 IDENTITY = (
     "model", "descriptors_sha256", "classes", "template", "prompt_style", "top", "descriptor_scores_for",
-    "probabilities", "calibration_sha256", "min_probability", "min_margin", "multi_label", "threshold",
+    "probabilities", "calibration_sha256", "min_probability", "min_margin", "multi_label", "threshold", "precision",
 )  # fmt: skip
 
 
@@ -55,6 +55,7 @@ class LabelRecipe:
     multi_label: bool = False  # every class whose probability passes its threshold
     threshold: float = 0.5  # the multi-label threshold where the calibration fitted none
     review_margin: float = 1.0  # rows below it are tagged low-margin for review (FiftyOne)
+    precision: str = "auto"  # the towers' number format (explain.models.precision)
 
     def __post_init__(self):
         if self.top < 1:
@@ -101,6 +102,7 @@ def provenance(
         "multi_label": recipe.multi_label,
         "threshold": recipe.threshold,
         "review_margin": recipe.review_margin,
+        "precision": recipe.precision,
         "logits": keeps_logits,
         "versions": _versions(backend),
         "command": list(command),

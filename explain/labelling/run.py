@@ -99,18 +99,25 @@ def _label(data, recipe: LabelRecipe, out: Path, runner, options: RunOptions, pr
         counts["abstained"] += sum(1 for row in rows if row.get("abstained"))
 
     def prepare():
-        explainer = Explainer(load_model(recipe.model, options.device), store=options.store)
+        explainer = Explainer(load_model(recipe.model, options.device, recipe.precision), store=options.store)
         labeller = Labeller.build(explainer, recipe, keep_logits=keeps_logits)
         record["probability_rule"] = labeller.rule.record()  # what "probability" means in these rows
+        record["precision_used"] = {
+            "precision": explainer.model.precision_name,
+            "why": explainer.model.precision_reason,
+        }
         write_recipe(out, record)
         return explainer, labeller
 
     if todo:
         note = shown.note if shown else (lambda text: None)
         advance = shown.step if shown else None
-        runner.label(LabelTask(todo, recipe.model, prepare, keep, options.part_size, done, note, advance))
+        runner.label(
+            LabelTask(todo, recipe.model, prepare, keep, options.part_size, done, note, advance, recipe.precision)
+        )
     elif stored:
         record["probability_rule"] = stored.get("probability_rule")
+        record["precision_used"] = stored.get("precision_used")
     files = assemble(out, options.fmt, record, options.order)
     skipped = len(done) if remote else len(paths) - len(todo)
     return {

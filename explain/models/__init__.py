@@ -39,15 +39,18 @@ def backend_name(name: str) -> str:
     return next(backend.name for backend in BACKENDS if backend.claims(name))
 
 
-def load_model(name: str = DEFAULT_MODEL, device: str = "auto") -> EncoderModel:
-    """Load a model by any of the supported name forms; fp16 on CUDA, float32 elsewhere.
+def load_model(name: str = DEFAULT_MODEL, device: str = "auto", precision: str = "auto") -> EncoderModel:
+    """Load a model by any of the supported name forms, its towers in `precision` (auto: fp16 on CUDA, bf16
+    on a CPU with bf16 matrix units, fp32 elsewhere; see `explain.models.precision`).
 
     A folder is looked at first, so that one missing a part is refused naming what is missing (the config,
     the weights, the tokenizer's or the image processor's files) rather than with a library's riddle.
     """
     check_folder(name)
     backend = next(backend for backend in BACKENDS if backend.claims(name))
-    return backend.load(name, device)
+    model = backend.load(name, device)
+    model.use_precision(precision)
+    return model
 
 
 __all__ = [

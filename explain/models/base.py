@@ -12,6 +12,7 @@ fingerprint of a model folder.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import os
 import socket
@@ -25,6 +26,7 @@ import torch
 from PIL import Image
 
 from explain.errors import HeatmapsUnavailable, ModelLoadError
+from explain.models.precision import CACHE_NAMES, autocast, prepare_module, resolve_precision
 
 DEFAULT_MODEL = "openai/clip-vit-base-patch32"
 DEVICES = ("auto", "cpu", "cuda", "mps")
@@ -172,10 +174,27 @@ class EncoderModel(ABC):
     backend: str = "model"
     sigmoid_loss: bool = False  # trained with a per-pair sigmoid (SigLIP): its own probabilities are sigmoids
 
+    precision: str | None = None  # fp32, bf16, fp16 or int8, once `use_precision` chose it
+    precision_reason: str = ""
+
     @property
     def key(self) -> str:
-        """Identifies this model, its backend and precision in cache keys."""
-        return f"{self.backend}:{self.fingerprint}|{str(self.dtype).removeprefix('torch.')}"
+        """Identifies this model, its backend and precision in cache keys: embeddings made in one precision
+        are never served for another."""
+        running = CACHE_NAMES[self.precision] if self.precision else str(self.dtype).removeprefix("torch.")
+        return f"{self.backend}:{self.fingerprint}|{running}"
+
+    @property
+    def precision_name(self) -> str:
+        """The precision the towers run in, as `--precision` names it."""
+        return self.precision or ("fp16" if self.dtype == torch.float16 else "fp32")
+
+    def use_precision(self, requested: str = "auto") -> None:
+        """Run the towers in `requested` (see `precision`): auto chooses for this device and CPU."""
+        precision, reason = resolve_precision(requested, self.device)
+        self.model = prepare_module(self.model, precision)
+        self.dtype = torch.float16 if precision == "fp16" else torch.float32
+        self.precision, self.precision_reason = precision, reason
 
     @abstractmethod
     def encode_texts(
@@ -213,3 +232,14 @@ class EncoderModel(ABC):
         """
         self.check_heatmaps(size)
         raise HeatmapsUnavailable(f"{self.name} ({self.backend} model) gives no patch embeddings")
+
+
+def tower(method: Callable) -> Callable:
+    """A tower's forward pass: no autograd, in the model's precision (bf16 runs under autocast)."""
+
+    @functools.wraps(method)
+    def run(self, *args, **kwargs):
+        with torch.inference_mode(), autocast(self.precision or "fp32", self.device):
+            return method(self, *args, **kwargs)
+
+    return run

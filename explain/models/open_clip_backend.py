@@ -30,6 +30,7 @@ from explain.models.base import (
     hub_reachable,
     quiet_loading,
     resolve_device,
+    tower,
 )
 from explain.scoring import normalise
 
@@ -81,7 +82,7 @@ class OpenClipModel(EncoderModel):
         self.max_text_length = int(getattr(tokenizer, "context_length", 77))
         self.dim = int(self.encode_texts(["a"]).shape[1])
 
-    @torch.inference_mode()
+    @tower
     def encode_texts(
         self, prompts: Sequence[str], batch_size: int = TEXT_BATCH, progress: Callable[[int], None] | None = None
     ) -> np.ndarray:
@@ -96,7 +97,7 @@ class OpenClipModel(EncoderModel):
                 progress(len(batch))
         return normalise(np.concatenate(rows)) if rows else np.zeros((0, getattr(self, "dim", 0)), np.float32)
 
-    @torch.inference_mode()
+    @tower
     def encode_pixels(self, pixels: dict[str, torch.Tensor]) -> np.ndarray:
         images = pixels["pixel_values"].to(self.device, self.dtype)
         return normalise(self.model.encode_image(images).float().cpu().numpy())
@@ -130,7 +131,7 @@ class OpenClipModel(EncoderModel):
                 "which open_clip's tower does not offer"
             )
 
-    @torch.inference_mode()
+    @tower
     def patch_embeddings(self, image, size: int | None = None) -> np.ndarray:
         """ClearCLIP on open_clip's own ViT tower (class-token pooling, no attention pooling); the same
         recipe as for transformers' CLIP. Timm towers (EVA-CLIP) and attention-pooled ones are refused.

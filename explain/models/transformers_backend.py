@@ -28,6 +28,7 @@ from explain.models.base import (
     hub_reachable,
     quiet_loading,
     resolve_device,
+    tower,
 )
 from explain.scoring import normalise
 
@@ -67,7 +68,7 @@ class TransformersModel(EncoderModel):
         )
         return {k: v.to(self.device) for k, v in tokens.items() if k in self._text_args}
 
-    @torch.inference_mode()
+    @tower
     def encode_texts(
         self, prompts: Sequence[str], batch_size: int = TEXT_BATCH, progress: Callable[[int], None] | None = None
     ) -> np.ndarray:
@@ -100,7 +101,7 @@ class TransformersModel(EncoderModel):
                 progress(len(rows))
         return normalise(embeddings)
 
-    @torch.inference_mode()
+    @tower
     def encode_pixels(self, pixels: dict[str, torch.Tensor]) -> np.ndarray:
         """Unit-norm embeddings of already-preprocessed images. # [n_images, dim]"""
         inputs = {
@@ -110,7 +111,7 @@ class TransformersModel(EncoderModel):
         }
         return normalise(_pooled(self.model.get_image_features(**inputs)))
 
-    @torch.inference_mode()
+    @tower
     def patch_embeddings(self, image, size: int | None = None) -> np.ndarray:
         """ClearCLIP (Lan et al., ECCV 2024): the last block with query-query attention, no residual, no MLP.
 
