@@ -18,6 +18,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
+
 from descriptors import (
     DEFAULT_TEMPLATE,
     PROMPT_STYLES,
@@ -120,6 +122,12 @@ def _add_classify(classify: argparse.ArgumentParser) -> None:
         default=None,
         metavar="PX",
         help=f"feed the image at PX square for a finer grid (e.g. 448; 32 to {MAX_HEATMAP_SIZE})",
+    )
+    classify.add_argument(
+        "--faithfulness",
+        action="store_true",
+        help="with --heatmaps: test each map by deleting and inserting its locations against random orders "
+        "(72 image forwards a map)",
     )
     _add_cache_flags(classify, "embedding cache (default: $DESCRY_CACHE_DIR or ~/.cache/descry)")
 
@@ -451,7 +459,25 @@ def _classify_batch(explainer: Explainer, images, names, descriptors, args: argp
             heatmaps = explainer.heatmaps(
                 image, descriptors, top, args.heatmap_size, False, args.template, style, result.image
             )
+            if args.faithfulness:
+                heatmaps = explainer.with_faithfulness(image, heatmaps)
+                _say_faithfulness(heatmaps)
             write_heatmaps(heatmaps, image, args.heatmaps)
+
+
+def _say_faithfulness(heatmaps) -> None:
+    """One line per image: the maps' median deletion and insertion ratios, and what the test cost."""
+    found = [entry.faithfulness for entry in heatmaps.entries]
+    deletion = [f["deletion_ratio"] for f in found if f["deletion_ratio"] is not None]
+    insertion = [f["insertion_ratio"] for f in found if f["insertion_ratio"] is not None]
+    seconds = sum(f["seconds"] for f in found)
+    print(
+        f"  faithfulness of {len(found)} maps ({heatmaps.method}): median deletion ratio "
+        f"{np.median(deletion) if deletion else float('nan'):.2f} (below 1: better than random orders), "
+        f"insertion ratio {np.median(insertion) if insertion else float('nan'):.2f} (above 1: better); "
+        f"{seconds:.1f} s",
+        flush=True,
+    )
 
 
 def label_command(args: argparse.Namespace) -> int:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import gc
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +30,7 @@ from descriptors import (
 )
 from explain.cache import EmbeddingLRU, EmbeddingStore
 from explain.confidence import ProbabilityRule, resolve_kind
+from explain.faithfulness import SEEDS, STEPS, faithfulness
 from explain.images import content_key, open_image
 from explain.models import EncoderModel
 from explain.results import Classification, ClassScore, DescriptorHeatmap, DescriptorScore, Heatmaps
@@ -36,7 +38,7 @@ from explain.scoring import class_scores, descriptor_scores
 
 OnEncode = Callable[[int], Callable[[int], None] | None]  # told how many prompts; may return a progress step
 LONG_ENCODE = 256  # new prompts from which the CLI and the app show progress (about 2 s on a CPU)
-PATCH_CACHE_BYTES = 64 * 2**20  # ClearCLIP patch embeddings for heatmaps: about 300 images of ViT-B/32 at 448 px
+PATCH_CACHE_BYTES = 64 * 2**20  # per-location embeddings for heatmaps: about 300 images of ViT-B/32 at 448 px
 TEXT_CACHE_BYTES = 256 * 2**20  # ~130k prompts at 512 dimensions
 IMAGE_CACHE_BYTES = 64 * 2**20  # ~32k images at 512 dimensions
 
@@ -157,8 +159,8 @@ class Explainer:
     ) -> Heatmaps:
         """Where each descriptor of `classes` (default: the top two) matches in the image.
 
-        Each heatmap is the descriptor's score at every patch (ClearCLIP patch
-        embeddings, see `EncoderModel.patch_embeddings`) with the same prompt
+        Each heatmap is the descriptor's score at every location of the tower's grid (features by the
+        tower's map recipe, see `EncoderModel.patch_embeddings` and `map_method`) with the same prompt
         embedding that gives its bar; with `alone`, the prompt is the
         descriptor without its class name, since the class name tends to
         light up the whole object. Patch embeddings are cached per image and size.
@@ -187,10 +189,26 @@ class Explainer:
         entries = tuple(
             DescriptorHeatmap(c, d, p, g) for c, d, p, g in zip(owners, plan.descriptors, prompts, grids, strict=True)
         )
-        # CLIP's processor scales the short side and crops the centre square: the grid covers that square only.
-        side = min(picture.size)
-        left, top = (picture.width - side) // 2, (picture.height - side) // 2
-        return Heatmaps(label, self.model.name, size, alone, entries, (left, top, left + side, top + side))
+        region = self.model.map_region(picture)  # the part of the picture the grid covers
+        return Heatmaps(label, self.model.name, size, alone, entries, region, self.model.map_method, self.model.family)
+
+    def with_faithfulness(
+        self, image: Image.Image, heatmaps: Heatmaps, steps: int = STEPS, seeds: int = SEEDS
+    ) -> Heatmaps:
+        """`heatmaps` with each map's deletion and insertion test against random orders (see
+        `explain.faithfulness`); the image forwards it takes are not cached."""
+        picture = open_image(image, heatmaps.image)
+        entries = []
+        for entry in heatmaps.entries:
+            prompt = self.text_embeddings([entry.prompt])
+
+            def score(images, prompt=prompt):
+                pixels = self.model.encode_images(images)
+                return descriptor_scores(pixels, prompt, self.model.logit_scale, self.model.logit_bias)[:, 0]
+
+            found = faithfulness(score, picture, entry.grid, heatmaps.region, steps, seeds)
+            entries.append(replace(entry, faithfulness=found))
+        return replace(heatmaps, entries=tuple(entries))
 
     def _patch_embeddings(self, picture: Image.Image, size: int | None) -> np.ndarray:
         key = f"{content_key(picture)}@{size or 'native'}"

@@ -83,6 +83,9 @@ def write_heatmaps(heatmaps: Heatmaps, image: Image.Image, folder: Path) -> list
         input_size=np.array(heatmaps.input_size or 0),
         model=np.array(heatmaps.model),
         region=np.array(heatmaps.region),
+        method=np.array(heatmaps.method),
+        family=np.array(heatmaps.family),
+        **_faithfulness_arrays(heatmaps),
     )
     low, high = heatmaps.scale()
     for k, entry in enumerate(entries):
@@ -94,3 +97,13 @@ def write_heatmaps(heatmaps: Heatmaps, image: Image.Image, folder: Path) -> list
 
 def _slug(text: str) -> str:
     return "".join(c if c.isalnum() else "-" for c in text.lower()).strip("-") or "x"
+
+
+def _faithfulness_arrays(heatmaps: Heatmaps) -> dict[str, np.ndarray]:
+    """Each map's deletion and insertion numbers, in map order (NaN where not computed)."""
+    keys = ("deletion_ratio", "insertion_ratio", "deletion_auc", "insertion_auc")
+    if not any(entry.faithfulness for entry in heatmaps.entries):
+        return {}
+    return {
+        key: np.array([(e.faithfulness or {}).get(key) or np.nan for e in heatmaps.entries], np.float64) for key in keys
+    }

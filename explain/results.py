@@ -119,6 +119,7 @@ class DescriptorHeatmap:
     descriptor: str
     prompt: str
     grid: np.ndarray  # [grid_h, grid_w] logit_scale * cos(patch, prompt) + logit_bias
+    faithfulness: dict | None = None  # deletion and insertion against random orders (explain.faithfulness)
 
 
 @dataclass(frozen=True)
@@ -137,6 +138,8 @@ class Heatmaps:
     alone: bool
     entries: tuple[DescriptorHeatmap, ...]
     region: tuple[int, int, int, int] = (0, 0, 0, 0)  # (left, top, right, bottom): the part of the image the model saw
+    method: str = ""  # how the maps were made, citing the method (the tower's recipe)
+    family: str = ""  # the model family the recipe was chosen for
 
     @property
     def grids(self) -> np.ndarray:
@@ -169,4 +172,7 @@ class Heatmaps:
             "input_size": self.input_size,
             "class": entry.class_name,
             "descriptor": entry.descriptor,
+            "method": self.method,
+            "family": self.family,
+            "faithfulness": entry.faithfulness,
         }

@@ -634,11 +634,14 @@ def test_the_heatmap_of_a_descriptor_in_the_page(models, image_file, siglip_dir)
     assert f"Prompt: “{top['descriptors'][0]['descriptor']}”" in bare
     _, gone = heatmaps.descriptor_heatmap(models, LIMITS, None, image_file, classes, FROGS, f"{top['class']} · gone")
     assert gone == "That descriptor is no longer in the list; pick another."
+    assert "Method: ClearCLIP" in caption and "Greyed: outside the centre square" in caption
+    # A SigLIP's map in the page: its own recipe named, and the whole image covered (no crop).
     siglip_models = ExplainerPool([str(siglip_dir)], device="cpu")
     picture, caption = heatmaps.descriptor_heatmap(
         siglip_models, LIMITS, None, image_file, "tree frog", FROGS, f"tree frog · {FROGS['tree frog'][0]}"
     )
-    assert picture is None and "SigLIP has no class token" in caption
+    assert picture is not None and "MaskCLIP" in caption and "siglip tower" in caption
+    assert "The grid covers the whole image." in caption
 
 
 def test_tell_apart_needs_an_llm_and_scores_the_pairs(models, image_file, no_llm):

@@ -9,6 +9,7 @@ are skipped where FiftyOne is not installed.
 import json
 import os
 import tempfile
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -59,9 +60,14 @@ def label_cli(tree, frog_json, clip_dir, out, *flags):
     return main(["label", str(tree), *common, "--no-cache", *flags])
 
 
+def unique(name: str) -> str:
+    """A dataset name no other run can hold: FiftyOne shares one database between processes that run at once."""
+    return f"{name}-{uuid.uuid4().hex[:12]}"
+
+
 def imported(tree, name):
     return fo.Dataset.from_dir(
-        dataset_dir=str(tree), dataset_type=fo.types.ImageClassificationDirectoryTree, name=name, overwrite=True
+        dataset_dir=str(tree), dataset_type=fo.types.ImageClassificationDirectoryTree, name=unique(name)
     )
 
 
@@ -133,9 +139,11 @@ def test_heatmaps_arrive_as_fiftyone_heatmap_fields(clip_dir, tree):
     assert sample["descry_heatmap_protruding_eyes"]["class_name"] == "tree frog"
 
 
-def test_a_model_without_heatmaps_is_refused_before_any_sample(siglip_dir):
-    with pytest.raises(HeatmapsUnavailable, match="SigLIP"):
-        DescryModel(FROGS, str(siglip_dir), device="cpu", heatmaps=1)
+def test_a_model_without_heatmaps_is_refused_before_any_sample(siglip_dir, tmp_path):
+    from tests.tiny_models import save_tiny_open_clip
+
+    with pytest.raises(HeatmapsUnavailable, match="timm model"):
+        DescryModel(FROGS, str(save_tiny_open_clip(tmp_path / "timm", "timm")), device="cpu", heatmaps=1)
     with pytest.raises(ValueError, match="belongs to"):
         DescryModel({"a": ["spots"], "b": ["spots"]}, str(siglip_dir), device="cpu", heatmaps=["spots"])
 
@@ -151,7 +159,7 @@ def test_heatmap_canvas_places_the_grid_over_the_region_the_model_saw():
 def test_the_export_imports_with_the_same_fields_as_apply_model(clip_dir, tree, frog_json, tmp_path):
     out = tmp_path / "labels"
     assert label_cli(tree, frog_json, clip_dir, out, "--format", "fiftyone", "--classes-from", str(tree)) == 1
-    loaded = load_labels(out / "fiftyone", name="export")
+    loaded = load_labels(out / "fiftyone", name=unique("export"))
     applied = imported(tree, "applied")
     names = applied.distinct("ground_truth.label")
     applied.apply_model(
@@ -205,7 +213,7 @@ def test_review_tags_abstentions_and_several_labels_arrive_in_fiftyone(clip_dir,
     out = tmp_path / "labels"
     flags = ["--format", "fiftyone", "--classes-from", str(tree), "--probabilities", "sigmoid", "--multi-label"]
     assert label_cli(tree, frog_json, clip_dir, out, *flags, "--threshold", "0", "--review-margin", "1e9") == 1
-    loaded = load_labels(out / "fiftyone", name="review-export")
+    loaded = load_labels(out / "fiftyone", name=unique("review-export"))
     labelled = loaded.exists("descry")
     assert len(labelled) == 9
     assert all(

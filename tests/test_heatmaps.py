@@ -6,11 +6,10 @@ import torch
 
 from explain import Explainer, ExplainError, load_model
 from explain.cli import main
-from explain.errors import HeatmapsUnavailable
 from explain.heatmap_drawing import draw_heatmap
 from explain.scoring import normalise
 from tests.conftest import FROGS, random_image
-from tests.tiny_models import save_tiny_align, save_tiny_open_clip
+from tests.tiny_models import save_tiny_align, save_tiny_open_clip, save_tiny_siglip, save_tiny_siglip2
 
 
 def step_by_step(encoder, image, prompt):
@@ -80,15 +79,53 @@ def test_shapes_sizes_and_the_descriptor_alone(clip):
     assert explainer.images_encoded == images_before  # cached patch grids: no image forward when switching
 
 
-def test_families_without_a_justified_map_say_so(tmp_path, siglip):
-    with pytest.raises(HeatmapsUnavailable, match="SigLIP has no class token"):
-        Explainer(siglip).heatmaps(random_image(1), FROGS, ["tree frog"])
-    align = load_model(str(save_tiny_align(tmp_path / "align")), device="cpu")
-    with pytest.raises(HeatmapsUnavailable, match="convolutional"):
-        Explainer(align).heatmaps(random_image(1), FROGS, ["tree frog"])
+def test_a_family_without_a_recipe_says_so(tmp_path):
     timm_tower = load_model(str(save_tiny_open_clip(tmp_path / "oc", "timm")), device="cpu")
     with pytest.raises(ExplainError, match="its tower is a timm model"):
         Explainer(timm_tower).heatmaps(random_image(1), FROGS, ["tree frog"])
+
+
+@pytest.mark.parametrize("family", ["siglip", "siglip2"])
+def test_attention_pooled_maps_are_the_pool_output_with_its_attention_on_one_location(tmp_path, family):
+    """MaskCLIP's value path: at each location, exactly what SigLIP's MAP head gives when the probe's
+    attention falls on that location alone (a single key, so its softmax weight is 1)."""
+    save = save_tiny_siglip if family == "siglip" else save_tiny_siglip2
+    model = load_model(str(save(tmp_path / family)), "cpu", precision="fp32")
+    image = random_image(4, size=(80, 60))
+    maps = model.patch_embeddings(image)
+    tower = model.model.vision_model
+    inputs = model.map_inputs(image)
+    with torch.no_grad():
+        hidden = tower(**inputs).last_hidden_state[0]
+        if "pixel_attention_mask" in inputs:
+            hidden = hidden[inputs["pixel_attention_mask"][0].bool()]
+        alone = torch.cat([tower.head(hidden[j : j + 1][None]) for j in range(hidden.shape[0])]).numpy()
+        pooled = tower.head(hidden[None])[0].numpy()
+    assert maps.reshape(-1, maps.shape[-1]) == pytest.approx(normalise(alone), abs=1e-5)
+    # ... and the head's real output (attention over every location) is the image's embedding.
+    assert normalise(pooled[None])[0] == pytest.approx(model.encode_images([image])[0], abs=1e-5)
+    heatmaps = Explainer(model).heatmaps(image, FROGS, ["tree frog"])
+    assert heatmaps.region == (0, 0, 80, 60)  # SigLIP's processor resizes the whole image, no crop
+    assert "MaskCLIP" in heatmaps.method and heatmaps.family == family
+    assert heatmaps.record(heatmaps.entries[0])["method"] == heatmaps.method
+
+
+def test_average_pooled_maps_average_back_to_the_image_feature(tmp_path):
+    """ALIGN: the locations' own features, before normalisation, average to the pooled embedding."""
+    model = load_model(str(save_tiny_align(tmp_path / "align")), "cpu", precision="fp32")
+    image = random_image(5, size=(160, 120))
+    inputs = model.map_inputs(image, 128)  # a larger input: a finer grid for a convolutional tower
+    with torch.no_grad():
+        features = model.model.vision_model(**inputs).last_hidden_state[0]  # [dim, h, w]
+        pooled = model.model.get_image_features(pixel_values=inputs["pixel_values"])
+        pooled = pooled.pooler_output if hasattr(pooled, "pooler_output") else pooled
+    assert features.shape[1] * features.shape[2] > 1
+    assert features.mean(dim=(1, 2)).numpy() == pytest.approx(pooled[0].numpy(), abs=1e-5)
+    maps = model.patch_embeddings(image, 128)
+    assert maps == pytest.approx(normalise(features.permute(1, 2, 0).reshape(-1, features.shape[0]).numpy())
+                                 .reshape(maps.shape), abs=1e-5)  # fmt: skip
+    heatmaps = Explainer(model).heatmaps(image, FROGS, ["tree frog"], size=128)
+    assert heatmaps.method.startswith("each location's feature") and heatmaps.family == "align"
 
 
 def test_drawn_heatmaps_show_high_and_low_where_they_are():
@@ -122,6 +159,18 @@ def test_cli_writes_heatmaps(capsys, clip_dir, image_files, frog_file, tmp_path)
     assert saved["grids"].shape[1:] == (8, 8) and saved["grids"].dtype == np.float32
     assert len(saved["prompts"]) == len(saved["grids"]) == len(list(out.glob(f"{stem}-*.png")))
     assert int(saved["input_size"]) == 64
+    assert "ClearCLIP" in str(saved["method"]) and str(saved["family"]) == "clip"
+
+
+def test_cli_tests_each_map_with_faithfulness_for_a_siglip(capsys, siglip_dir, image_files, frog_file, tmp_path):
+    out = tmp_path / "maps"
+    args = [str(image_files[0]), "--descriptors", str(frog_file), "--model", str(siglip_dir), "--heatmaps", str(out)]
+    assert main(["classify", *args, "--faithfulness", "--no-cache"]) == 0
+    printed = capsys.readouterr().out
+    assert "faithfulness of " in printed and "MaskCLIP" in printed and "median deletion ratio" in printed
+    saved = np.load(out / f"{image_files[0].stem}.npz")
+    assert len(saved["deletion_ratio"]) == len(saved["grids"]) and "MaskCLIP" in str(saved["method"])
+    assert np.isfinite(saved["deletion_auc"]).all() and np.isfinite(saved["insertion_auc"]).all()
 
 
 def test_maps_follow_the_half_of_the_image_they_describe(clip_dir):

@@ -147,7 +147,7 @@ class Endpoints:
         alone: bool = False,
         model: str = "",
     ) -> dict:
-        """Where in the image one descriptor matches: its score at every patch (a ClearCLIP heatmap).
+        """Where in the image one descriptor matches: its score at every location (the tower's map recipe, named).
 
         Parameters:
             image: the image (JPEG, PNG, WebP, ...), e.g. handle_file("photo.jpg").

@@ -91,10 +91,15 @@ def descriptor_heatmap(
     scale = "this heatmap's own range" if own_scale else f"one scale for all of {class_name}'s descriptors"
     height, width = entry.grid.shape
     caption = (
-        f"Where “{descriptor}” matches for {class_name}: its score at each of {height}×{width} patches, "
+        f"Where “{descriptor}” matches for {class_name}: its score at each of {height}×{width} locations, "
         f"from {low:.2f} (dark blue) to {high:.2f} (yellow), in the same units as its bar; colours on {scale}. "
-        f"Prompt: “{entry.prompt}”. Greyed: outside the centre square the model saw. "
-        "Method: ClearCLIP (Lan et al., ECCV 2024)."
+        f"Prompt: “{entry.prompt}”. "
+        + (
+            "The grid covers the whole image. "
+            if tuple(heatmaps.region) == (0, 0, picture.width, picture.height)
+            else "Greyed: outside the centre square the model saw. "
+        )
+        + f"Method: {heatmaps.method or 'ClearCLIP (Lan et al., ECCV 2024)'}, chosen for this {heatmaps.family} tower."
     )
     return draw_heatmap(picture, entry.grid, low, high, heatmaps.region), caption
 

@@ -224,6 +224,23 @@ class EncoderModel(ABC):
             f"maps of where a descriptor matches are not available for {self.name} ({self.backend} model)"
         )
 
+    @property
+    def family(self) -> str:
+        """The model family, as its library names it (clip, siglip, align, ...)."""
+        return self.backend
+
+    @property
+    def map_method(self) -> str:
+        """How this model's maps are made, in words that cite the method; empty when it has none."""
+        return ""
+
+    def map_region(self, picture: Image.Image) -> tuple[int, int, int, int]:
+        """The part of `picture` the map's grid covers: CLIP-style processors scale the short side and crop the
+        centre square. (left, top, right, bottom)"""
+        side = min(picture.size)
+        left, top = (picture.width - side) // 2, (picture.height - side) // 2
+        return (left, top, left + side, top + side)
+
     def patch_embeddings(self, image: Image.Image, size: int | None = None) -> np.ndarray:
         """Unit-norm ClearCLIP patch embeddings of one image, on its patch grid: what heatmaps are made of.
         # [grid_h, grid_w, dim]

@@ -102,6 +102,18 @@ class OpenClipModel(EncoderModel):
         images = pixels["pixel_values"].to(self.device, self.dtype)
         return normalise(self.model.encode_image(images).float().cpu().numpy())
 
+    @property
+    def family(self) -> str:
+        return f"open_clip {type(self.model.visual).__name__}"
+
+    @property
+    def map_method(self) -> str:
+        try:
+            self.check_heatmaps()
+        except HeatmapsUnavailable:
+            return ""
+        return "ClearCLIP's last block (Lan et al., ECCV 2024)"
+
     def check_heatmaps(self, size: int | None = None) -> None:
         """Raise `HeatmapsUnavailable` with the tower's real reason when it has no heatmap recipe."""
         from open_clip.transformer import VisionTransformer

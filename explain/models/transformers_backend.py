@@ -111,8 +111,90 @@ class TransformersModel(EncoderModel):
         }
         return normalise(_pooled(self.model.get_image_features(**inputs)))
 
+    @property
+    def family(self) -> str:
+        return str(self.model.config.model_type)
+
+    @property
+    def map_recipe(self) -> str | None:
+        """Which of `MAP_RECIPES` fits this tower, or None."""
+        tower = getattr(self.model, "vision_model", None)
+        if tower is None:
+            return None
+        if all(hasattr(tower, part) for part in ("embeddings", "pre_layrnorm", "encoder", "post_layernorm")):
+            return "clearclip" if hasattr(self.model, "visual_projection") else None
+        head = getattr(tower, "head", None)
+        if isinstance(getattr(head, "attention", None), torch.nn.MultiheadAttention) and hasattr(head, "mlp"):
+            return "attention-pool-values"
+        if self.family == "align" and hasattr(tower, "pooler"):
+            return "average-pool"
+        return None
+
+    @property
+    def map_method(self) -> str:
+        return MAP_RECIPES[self.map_recipe] if self.map_recipe else ""
+
+    def map_region(self, picture) -> tuple[int, int, int, int]:
+        """SigLIP's processors resize the whole image (no crop): the grid covers all of it."""
+        if self.map_recipe == "attention-pool-values":
+            return (0, 0, picture.width, picture.height)
+        return super().map_region(picture)
+
     @tower
     def patch_embeddings(self, image, size: int | None = None) -> np.ndarray:
+        """Unit-norm features of each location of the image tower's grid, by the tower's recipe. # [h, w, dim]"""
+        self.check_heatmaps(size)
+        if self.map_recipe == "attention-pool-values":
+            return self._pooled_values(image, size)
+        if self.map_recipe == "average-pool":
+            return self._location_features(image, size)
+        return self._clearclip(image, size)
+
+    def _pooled_values(self, image, size: int | None) -> np.ndarray:
+        """MaskCLIP's value path (Zhou et al., ECCV 2022) through an attention-pooling head (SigLIP's MAP head):
+        each location's final token goes through the head's value and output projections, then the head's
+        own layer norm, MLP and residual, skipping the probe's query-key attention. It is exactly the head's
+        output were its attention to fall on that one location. # [h, w, dim]"""
+        tower = self.model.vision_model
+        inputs = self.map_inputs(image, size)
+        hidden = tower(**inputs).last_hidden_state[0]  # [tokens, width], after the final layer norm
+        if "pixel_attention_mask" in inputs:  # SigLIP 2: the patches of this image, then padding
+            hidden = hidden[inputs["pixel_attention_mask"][0].bool()]
+            rows, cols = (int(v) for v in inputs["spatial_shapes"][0])
+        else:
+            rows = cols = int(round(hidden.shape[0] ** 0.5))
+        head = tower.head
+        width = hidden.shape[-1]
+        values = hidden @ head.attention.in_proj_weight[2 * width :].T + head.attention.in_proj_bias[2 * width :]
+        pooled = head.attention.out_proj(values)
+        pooled = pooled + head.mlp(head.layernorm(pooled))
+        return normalise(pooled.float().cpu().numpy()).reshape(rows, cols, -1)
+
+    def _location_features(self, image, size: int | None) -> np.ndarray:
+        """An average-pooled convolutional tower (ALIGN's EfficientNet): the pooled embedding is the mean of
+        the last feature map's locations, so each location's own feature, scored with the same text, is
+        where the descriptor matches; the features average back to the image's embedding before it is
+        normalised. # [h, w, dim]"""
+        features = self.model.vision_model(**self.map_inputs(image, size)).last_hidden_state[0]  # [dim, h, w]
+        return normalise(features.permute(1, 2, 0).float().cpu().numpy())
+
+    def map_inputs(self, image, size: int | None = None) -> dict[str, torch.Tensor]:
+        """The vision tower's inputs for one image, at `size` pixels square where the recipe allows it."""
+        if self.map_recipe == "clearclip":
+            return {"pixel_values": self.pixels_at(image, size)}
+        if self.family == "siglip2":
+            inputs = self.image_processor(images=[image], return_tensors="pt")
+            return {k: v.to(self.device) for k, v in inputs.items()}
+        options = {"size": {"height": size, "width": size}} if size else {}
+        if size and self.family == "align":
+            options["crop_size"] = {"height": size, "width": size}
+        pixels = self.image_processor(images=[image], return_tensors="pt", **options)["pixel_values"]
+        inputs = {"pixel_values": pixels.to(self.device, self.dtype)}
+        if size and self.family != "align":
+            inputs["interpolate_pos_encoding"] = True
+        return inputs
+
+    def _clearclip(self, image, size: int | None = None) -> np.ndarray:
         """ClearCLIP (Lan et al., ECCV 2024): the last block with query-query attention, no residual, no MLP.
 
         The input of the vision tower's last block goes through that block's
@@ -123,7 +205,6 @@ class TransformersModel(EncoderModel):
         normalised. `size` > the model's input (e.g. 448) interpolates the
         position embeddings for a finer grid. # [grid_h, grid_w, dim]
         """
-        self.check_heatmaps(size)
         tower = self.model.vision_model
         pixels = self.pixels_at(image, size)
         x = tower.pre_layrnorm(tower.embeddings(pixels, interpolate_pos_encoding=size is not None))
@@ -143,24 +224,17 @@ class TransformersModel(EncoderModel):
         return normalise(patches.float().cpu().numpy()).reshape(side, side, -1)
 
     def check_heatmaps(self, size: int | None = None) -> None:
-        """Raise `HeatmapsUnavailable` with the reason when this model's tower has no heatmap recipe."""
+        """Raise `HeatmapsUnavailable` with the reason when this model's tower has no heatmap recipe, or none
+        at `size`."""
         check_heatmap_size(size)
-        tower = getattr(self.model, "vision_model", None)
-        needed = ("embeddings", "pre_layrnorm", "encoder", "post_layernorm")
-        if (
-            tower is None
-            or not all(hasattr(tower, part) for part in needed)
-            or not hasattr(self.model, "visual_projection")
-        ):
-            kind = self.model.config.model_type
-            why = {
-                "siglip": "SigLIP has no class token and pools with an attention head, "
-                "so ClearCLIP's last-block recipe does not carry over",
-                "siglip2": "SigLIP 2 has no class token and pools with an attention head, "
-                "so ClearCLIP's last-block recipe does not carry over",
-                "align": "ALIGN's image tower is convolutional (EfficientNet), not a ViT with patch tokens",
-            }.get(kind, f"{kind} has no CLIP-style ViT image tower")
-            raise HeatmapsUnavailable(f"maps of where a descriptor matches are not available for {self.name}: {why}")
+        prefix = f"maps of where a descriptor matches are not available for {self.name}: "
+        if self.map_recipe is None:
+            raise HeatmapsUnavailable(prefix + f"{self.family} has no image tower with a map recipe here")
+        if size and self.family == "siglip2":
+            raise HeatmapsUnavailable(
+                prefix + "SigLIP 2 sees each image at its own aspect in a fixed number of patches, so a finer "
+                "grid would need its processor's max_num_patches raised, which --heatmap-size does not do"
+            )
 
     def pixels_at(self, image, size: int | None = None) -> torch.Tensor:
         """The processor's tensor for one image, at the model's input size or `size` pixels square."""
@@ -172,6 +246,13 @@ class TransformersModel(EncoderModel):
     def dim(self) -> int:
         config = self.model.config
         return int(getattr(config, "projection_dim", None) or config.text_config.hidden_size)
+
+
+MAP_RECIPES = {  # the map recipe of each kind of transformers image tower, declared once
+    "clearclip": "ClearCLIP's last block (Lan et al., ECCV 2024)",
+    "attention-pool-values": "MaskCLIP's value path through the attention pool (Zhou et al., ECCV 2022)",
+    "average-pool": "each location's feature of an average-pooled tower",
+}
 
 
 def load_transformers(name: str, device: str = "auto") -> TransformersModel:
