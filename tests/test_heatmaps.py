@@ -240,3 +240,19 @@ def test_open_clip_vit_maps_equal_the_recipe_from_its_own_forward(tmp_path):
             encoder.logit_scale * (normalise(patches) @ encoder.encode_texts([entry.prompt])[0]) + encoder.logit_bias
         )
         np.testing.assert_allclose(entry.grid, expected.reshape(side, side), atol=1e-4)
+
+
+def test_an_average_pooled_open_clip_vit_maps_locations_that_average_to_its_embedding(tmp_path):
+    """CLIPA's layout (average pool, final layer norm after the pool): the locations' features, before
+    normalisation, average exactly to open_clip's own pooled, projected embedding."""
+    model = load_model(str(save_tiny_open_clip(tmp_path / "clipa", "avg")), "cpu", precision="fp32")
+    visual = model.model.visual
+    assert visual.pool_type == "avg" and visual.final_ln_after_pool
+    image = random_image(6, size=(48, 40))
+    pixels = model.image_processor(images=[image])["pixel_values"]
+    with torch.no_grad():
+        features = model._averaged_locations(visual, pixels, normalised=False)
+        expected = visual(pixels)[0].numpy()  # open_clip's own forward: pool, layer norm, projection
+    assert features.reshape(-1, features.shape[-1]).mean(axis=0) == pytest.approx(expected, abs=1e-5)
+    heatmaps = Explainer(model).heatmaps(image, FROGS, ["tree frog"])
+    assert heatmaps.method.startswith("each location's feature") and heatmaps.entries[0].grid.shape == (4, 4)

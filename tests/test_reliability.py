@@ -393,15 +393,15 @@ def test_heatmaps_on_a_model_without_them_are_refused_before_any_image(capsys, i
     assert err.strip().count("\n") == 0 and "its tower is a timm model" in err
 
 
-def test_an_average_pooled_tower_is_refused_for_its_real_reason(tmp_path):
+def test_a_tower_without_a_recipe_is_refused_for_its_real_reason(tmp_path):
     from explain.errors import HeatmapsUnavailable
     from tests.tiny_models import save_tiny_open_clip
 
-    backend = load_model(str(save_tiny_open_clip(tmp_path / "clipa", "avg")), "cpu")
+    backend = load_model(str(save_tiny_open_clip(tmp_path / "timm", "timm")), "cpu")
     with pytest.raises(HeatmapsUnavailable) as refused:
         backend.check_heatmaps()
-    assert "pools by averaging its patch tokens, not by its class token" in str(refused.value)
-    assert "VisionTransformer" not in str(refused.value)
+    assert "its tower is a timm model" in str(refused.value)
+    assert "TimmModel" not in str(refused.value)
 
 
 def test_no_library_progress_bars_on_stderr(clip_dir, frog_file, image_files, tmp_path):

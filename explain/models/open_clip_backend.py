@@ -112,6 +112,8 @@ class OpenClipModel(EncoderModel):
             self.check_heatmaps()
         except HeatmapsUnavailable:
             return ""
+        if self.model.visual.pool_type == "avg":
+            return "each location's feature of an average-pooled tower"
         return "ClearCLIP's last block (Lan et al., ECCV 2024)"
 
     def check_heatmaps(self, size: int | None = None) -> None:
@@ -130,12 +132,9 @@ class OpenClipModel(EncoderModel):
             raise HeatmapsUnavailable(prefix + why)
         if visual.attn_pool is not None:
             raise HeatmapsUnavailable(prefix + "its ViT pools its tokens with an attention head, not its class token")
-        if visual.pool_type != "tok":
-            how = {"avg": "by averaging its patch tokens", "none": "not at all"}.get(
-                visual.pool_type, f"by {visual.pool_type!r}"
-            )
-            raise HeatmapsUnavailable(prefix + f"its ViT pools {how}, not by its class token")
-        if visual.final_ln_after_pool:
+        if visual.pool_type not in ("tok", "avg"):
+            raise HeatmapsUnavailable(prefix + f"its ViT pools by {visual.pool_type!r}, which no map recipe follows")
+        if visual.pool_type == "tok" and visual.final_ln_after_pool:
             raise HeatmapsUnavailable(prefix + "its ViT normalises after pooling, which the recipe does not follow")
         if size is not None:
             raise HeatmapsUnavailable(
@@ -151,6 +150,8 @@ class OpenClipModel(EncoderModel):
         self.check_heatmaps(size)
         visual = self.model.visual
         pixels = self.image_processor(images=[image])["pixel_values"].to(self.device, self.dtype)
+        if visual.pool_type == "avg":
+            return self._averaged_locations(visual, pixels)
         x = visual._embeds(pixels)  # [1, tokens, width]: patches, class token, positions, ln_pre
         batch_first = getattr(visual.transformer, "batch_first", True)
         x = x if batch_first else x.transpose(0, 1)
@@ -170,6 +171,30 @@ class OpenClipModel(EncoderModel):
         patches = visual.ln_post(mixed[0, 1:]) @ visual.proj  # [n_patches, dim]
         side = int(round((tokens - 1) ** 0.5))
         return normalise(patches.float().cpu().numpy()).reshape(side, side, -1)
+
+    def _averaged_locations(self, visual, pixels: torch.Tensor, normalised: bool = True) -> np.ndarray:
+        """An average-pooled open_clip ViT (CLIPA): the pooled token is the mean of the tokens open_clip
+        averages (all but the first, as its `_global_pool` does), so each of them, through the same affine
+        map the pooled token goes through, is a location's feature. Where the final layer norm comes after
+        the pool, its statistics are the pooled token's, which keeps the map affine: the locations' features
+        then average exactly to the image's embedding before normalisation. # [grid_h, grid_w, dim]"""
+        x = visual._embeds(pixels)
+        batch_first = getattr(visual.transformer, "batch_first", True)
+        x = visual.transformer(x if batch_first else x.transpose(0, 1))
+        tokens = (x if batch_first else x.transpose(0, 1))[0, 1:]  # [n, width]
+        norm = visual.ln_post
+        if visual.final_ln_after_pool:
+            pooled = tokens.mean(dim=0)
+            mean, var = pooled.mean(), pooled.var(unbiased=False)
+            tokens = (tokens - mean) / torch.sqrt(var + norm.eps) * norm.weight + norm.bias
+        else:
+            tokens = norm(tokens)
+        features = tokens @ visual.proj if visual.proj is not None else tokens
+        side = int(round(features.shape[0] ** 0.5))
+        if side * side != features.shape[0]:
+            raise HeatmapsUnavailable(f"{self.name}: its {features.shape[0]} averaged tokens make no square grid")
+        features = features.float().cpu().numpy()
+        return (normalise(features) if normalised else features).reshape(side, side, -1)
 
 
 def load_open_clip(name: str, device: str = "auto") -> OpenClipModel:
