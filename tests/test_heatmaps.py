@@ -256,3 +256,35 @@ def test_an_average_pooled_open_clip_vit_maps_locations_that_average_to_its_embe
     assert features.reshape(-1, features.shape[-1]).mean(axis=0) == pytest.approx(expected, abs=1e-5)
     heatmaps = Explainer(model).heatmaps(image, FROGS, ["tree frog"])
     assert heatmaps.method.startswith("each location's feature") and heatmaps.entries[0].grid.shape == (4, 4)
+
+
+def test_an_attention_pooled_resnet_maps_the_pool_with_its_attention_on_one_location(tmp_path):
+    """OpenAI's RN50 layout: at each location, the value path equals the attention pool's own computation
+    (torch's multi-head attention with the pool's weights) when its only key is that location."""
+    import torch.nn.functional as F
+
+    model = load_model(str(save_tiny_open_clip(tmp_path / "rn", "resnet")), "cpu", precision="fp32")
+    visual = model.model.visual
+    image = random_image(7, size=(80, 64))
+    pixels = model.image_processor(images=[image])["pixel_values"]
+    maps = model.patch_embeddings(image)
+    pool = visual.attnpool
+    with torch.no_grad():
+        x = visual.layer4(visual.layer3(visual.layer2(visual.layer1(visual.stem(pixels)))))
+        x = x.flatten(2).permute(2, 0, 1)  # (HW)NC, as the pool reads it
+        x = torch.cat([x.mean(dim=0, keepdim=True), x]) + pool.positional_embedding[:, None, :]
+        alone = []
+        for t in range(1, x.shape[0]):
+            out, _ = F.multi_head_attention_forward(
+                query=x[:1], key=x[t : t + 1], value=x[t : t + 1], embed_dim_to_check=x.shape[-1],
+                num_heads=pool.num_heads, q_proj_weight=pool.q_proj.weight, k_proj_weight=pool.k_proj.weight,
+                v_proj_weight=pool.v_proj.weight, in_proj_weight=None,
+                in_proj_bias=torch.cat([pool.q_proj.bias, pool.k_proj.bias, pool.v_proj.bias]), bias_k=None,
+                bias_v=None, add_zero_attn=False, dropout_p=0.0, out_proj_weight=pool.c_proj.weight,
+                out_proj_bias=pool.c_proj.bias, use_separate_proj_weight=True, training=False, need_weights=False,
+            )  # fmt: skip
+            alone.append(out[0, 0])
+    assert maps.shape[:2] == (2, 2)
+    assert maps.reshape(-1, maps.shape[-1]) == pytest.approx(normalise(torch.stack(alone).numpy()), abs=1e-5)
+    heatmaps = Explainer(model).heatmaps(image, FROGS, ["tree frog"])
+    assert "MaskCLIP" in heatmaps.method and heatmaps.family == "open_clip ModifiedResNet"

@@ -276,6 +276,12 @@ OPEN_CLIP_CONFIGS = {
             "final_ln_after_pool": True,
         },
     },
+    # A ResNet pooled by attention, as OpenAI's RN50 is (stride 32: a 2x2 grid at 64 px).
+    "resnet": {
+        "embed_dim": 16,
+        "text_cfg": OPEN_CLIP_TEXT,
+        "vision_cfg": {"image_size": 64, "layers": [1, 1, 1, 1], "width": 8, "head_width": 16},
+    },
     # A timm vision tower, as EVA-CLIP's is.
     "timm": {
         "embed_dim": 16,

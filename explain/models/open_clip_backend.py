@@ -112,6 +112,8 @@ class OpenClipModel(EncoderModel):
             self.check_heatmaps()
         except HeatmapsUnavailable:
             return ""
+        if type(self.model.visual).__name__ == "ModifiedResNet":
+            return "MaskCLIP's value path through the attention pool (Zhou et al., ECCV 2022)"
         if self.model.visual.pool_type == "avg":
             return "each location's feature of an average-pooled tower"
         return "ClearCLIP's last block (Lan et al., ECCV 2024)"
@@ -123,10 +125,16 @@ class OpenClipModel(EncoderModel):
         check_heatmap_size(size)
         visual = self.model.visual
         prefix = f"maps of where a descriptor matches are not available for {self.name}: "
+        if type(visual).__name__ == "ModifiedResNet":
+            if size is not None:
+                raise HeatmapsUnavailable(
+                    f"a finer grid for {self.name} would need its attention pool's position embeddings "
+                    "interpolated, which open_clip's ResNet does not offer"
+                )
+            return
         if not isinstance(visual, VisionTransformer):
             kind = type(visual).__name__
             why = {
-                "ModifiedResNet": "its tower is a convolutional ResNet pooled by attention, not a ViT",
                 "TimmModel": "its tower is a timm model, whose blocks ClearCLIP's recipe here does not reach",
             }.get(kind, f"its tower is a {kind}, not a ViT with patch tokens")
             raise HeatmapsUnavailable(prefix + why)
@@ -150,6 +158,8 @@ class OpenClipModel(EncoderModel):
         self.check_heatmaps(size)
         visual = self.model.visual
         pixels = self.image_processor(images=[image])["pixel_values"].to(self.device, self.dtype)
+        if type(visual).__name__ == "ModifiedResNet":
+            return self._pool_values(visual, pixels)
         if visual.pool_type == "avg":
             return self._averaged_locations(visual, pixels)
         x = visual._embeds(pixels)  # [1, tokens, width]: patches, class token, positions, ln_pre
@@ -171,6 +181,20 @@ class OpenClipModel(EncoderModel):
         patches = visual.ln_post(mixed[0, 1:]) @ visual.proj  # [n_patches, dim]
         side = int(round((tokens - 1) ** 0.5))
         return normalise(patches.float().cpu().numpy()).reshape(side, side, -1)
+
+    def _pool_values(self, visual, pixels: torch.Tensor) -> np.ndarray:
+        """MaskCLIP's value path (Zhou et al., ECCV 2022) through a ResNet's attention pool (OpenAI's RN50):
+        each location of the last feature map, with its position embedding, through the pool's value and
+        output projections, skipping the query-key attention: the pool's output were its attention to fall
+        on that location alone. # [grid_h, grid_w, dim]"""
+        x = visual.stem(pixels)
+        for layer in (visual.layer1, visual.layer2, visual.layer3, visual.layer4):
+            x = layer(x)
+        pool = visual.attnpool
+        rows, cols = x.shape[2], x.shape[3]
+        tokens = x[0].flatten(1).T + pool.positional_embedding[1:].to(x.dtype)  # [h*w, width]
+        features = pool.c_proj(pool.v_proj(tokens))
+        return normalise(features.float().cpu().numpy()).reshape(rows, cols, -1)
 
     def _averaged_locations(self, visual, pixels: torch.Tensor, normalised: bool = True) -> np.ndarray:
         """An average-pooled open_clip ViT (CLIPA): the pooled token is the mean of the tokens open_clip
