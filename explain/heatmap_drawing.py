@@ -105,5 +105,9 @@ def _faithfulness_arrays(heatmaps: Heatmaps) -> dict[str, np.ndarray]:
     if not any(entry.faithfulness for entry in heatmaps.entries):
         return {}
     return {
-        key: np.array([(e.faithfulness or {}).get(key) or np.nan for e in heatmaps.entries], np.float64) for key in keys
+        key: np.array([_number((e.faithfulness or {}).get(key)) for e in heatmaps.entries], np.float64) for key in keys
     }
+
+
+def _number(value) -> float:
+    return np.nan if value is None else float(value)
