@@ -40,7 +40,8 @@ def covered(picture: Image.Image, boxes, colour: tuple[int, ...]) -> Image.Image
     out = picture.copy()
     draw = ImageDraw.Draw(out)
     for left, top, right, bottom in boxes:
-        draw.rectangle((left, top, right - 1, bottom - 1), fill=colour)
+        if right > left and bottom > top:  # a grid finer than the picture has cells of no pixels
+            draw.rectangle((left, top, right - 1, bottom - 1), fill=colour)
     return out
 
 
@@ -91,7 +92,8 @@ def faithfulness(
 def _uncovered(blank: Image.Image, picture: Image.Image, boxes) -> Image.Image:
     out = blank.copy()
     for box in boxes:
-        out.paste(picture.crop(box), box[:2])
+        if box[2] > box[0] and box[3] > box[1]:
+            out.paste(picture.crop(box), box[:2])
     return out
 
 

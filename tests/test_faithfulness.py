@@ -65,3 +65,10 @@ def test_the_explainer_attaches_a_test_to_every_map():
     tested = explainer.with_faithfulness(Image.fromarray(pixels), maps, steps=4, seeds=2)
     result = tested.entries[0].faithfulness
     assert result["deletion_ratio"] < 1.0 and tested.record(tested.entries[0])["faithfulness"] == result
+
+
+def test_a_grid_finer_than_the_picture_is_tested_without_error():
+    picture = Image.new("RGB", (6, 5), (200, 10, 10))
+    grid = np.arange(14 * 18, dtype=np.float64).reshape(14, 18)
+    found = faithfulness(lambda images: np.zeros(len(images)), picture, grid, (0, 0, 6, 5), steps=4, seeds=1)
+    assert found["deletion_ratio"] is None  # a flat score: no random area to divide by, said as None
