@@ -391,8 +391,17 @@ def rule_for(
     resolved = resolve_kind(kind, sigmoid_loss)
     if calibration is None:
         return ProbabilityRule(resolved)
-    current = {"model": model, "method": "descriptors", "prompt_style": style_record(style), "probabilities": resolved}
+    current = _descriptors_identity(model, resolved, style)
     return choose_calibration(load_calibrations(calibration), current, calibration).rule()
+
+
+def _descriptors_identity(model: str, kind: str, style) -> dict:
+    """What a calibration for the descriptors method of this model, style and kind records about itself."""
+    return {"model": model, "method": "descriptors", "prompt_style": style_record(style), "probabilities": kind}
+
+
+def _made_for(entry: Calibration, current: Mapping) -> bool:
+    return all(asdict(entry)[key] == current[key] for key in IDENTITY)
 
 
 def calibrated_where_possible(calibration: str | Path | None, kind: str = "auto", style=None):
@@ -402,12 +411,9 @@ def calibrated_where_possible(calibration: str | Path | None, kind: str = "auto"
 
     def rule(name: str, model) -> ProbabilityRule:
         resolved = resolve_kind(kind, getattr(model, "sigmoid_loss", False))
-        current = {"model": name, "method": "descriptors", "prompt_style": style_record(style)}
-        current["probabilities"] = resolved
-        for entry in entries:
-            if all(asdict(entry)[key] == current[key] for key in IDENTITY):
-                return entry.rule()
-        return ProbabilityRule(resolved)
+        current = _descriptors_identity(name, resolved, style)
+        chosen = next((entry for entry in entries if _made_for(entry, current)), None)
+        return chosen.rule() if chosen is not None else ProbabilityRule(resolved)
 
     return rule
 
@@ -416,7 +422,7 @@ def choose_calibration(entries: Sequence[Calibration], current: Mapping, path: s
     """The entry made for this model, method, prompt style and probability kind; otherwise refuse, naming
     what the file holds and what differs."""
     for entry in entries:
-        if all(asdict(entry)[key] == current[key] for key in IDENTITY):
+        if _made_for(entry, current):
             return entry
     closest = min(entries, key=lambda e: sum(asdict(e)[k] != current[k] for k in IDENTITY), default=None)
     if closest is None:

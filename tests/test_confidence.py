@@ -320,3 +320,20 @@ def test_a_fit_that_finds_no_signal_says_so():
     assert found.temperature > 900 and "say almost nothing about the true class" in found.warning
     informative, truth = synthetic(n=2000)
     assert calibrate(informative, truth, list("abcdefghij"), "softmax", IDENTITY, "h").warning is None
+
+
+def test_the_app_calibrates_the_models_a_file_was_made_for_and_no_other(tmp_path):
+    from types import SimpleNamespace
+
+    from explain.confidence import calibrated_where_possible
+
+    scores, targets = synthetic(n=500)
+    identity = {**IDENTITY, "prompt_style": {"name": "descry", "prefix": "", "suffix": ""}}
+    entry = calibrate(scores, targets, [f"c{k}" for k in range(10)], "softmax", identity, "h")
+    rule = calibrated_where_possible(save_calibrations(tmp_path / "c.json", [entry], "ev"))
+    softmax_model, sigmoid_model = SimpleNamespace(sigmoid_loss=False), SimpleNamespace(sigmoid_loss=True)
+    assert (
+        rule("m", softmax_model).temperature == pytest.approx(entry.temperature) and rule("m", softmax_model).calibrated
+    )
+    assert rule("other", softmax_model) == ProbabilityRule("softmax")
+    assert rule("m", sigmoid_model) == ProbabilityRule("sigmoid")  # made for a softmax reading, not this one
