@@ -251,6 +251,13 @@ def test_evaluate_calibrate_label_end_to_end(capsys, tmp_path, clip_dir, labelle
         assert row["labels"] == [{"class": row["label"], "probability": row["probability"]}]
     assert [row["margin"] for row in rows] == sorted(row["margin"] for row in rows)  # review order
 
+
+def test_label_abstains_or_gives_several_labels(capsys, tmp_path, clip_dir, labelled_tree):
+    import pyarrow.parquet as pq
+
+    frogs = tmp_path / "frogs.json"
+    frogs.write_text(json.dumps(FROGS))
+    common = ["--descriptors", frogs, "--model", clip_dir, "--workers", "0", "--no-cache"]
     # Abstaining: no label, the reason, and the scores and explanation kept.
     unsure = tmp_path / "unsure"
     assert cli(capsys, "label", labelled_tree, *common, "--out", unsure, "--min-margin", "1e9")[0] == 0
