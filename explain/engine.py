@@ -182,15 +182,17 @@ class Explainer:
         height, width, dim = patches.shape
         text = self.text_embeddings(prompts)  # [n_prompts, dim]
         scores = descriptor_scores(
-            patches.reshape(-1, dim), text, self.model.logit_scale, self.model.logit_bias
+            patches.reshape(-1, dim), text, self.model.logit_scale, self.model.map_bias
         )  # [patches, prompts]
         grids = scores.T.reshape(len(prompts), height, width).astype(np.float32)
         owners = [plan.classes[k] for k in range(len(plan.classes)) for _ in range(plan.counts[k])]
         entries = tuple(
             DescriptorHeatmap(c, d, p, g) for c, d, p, g in zip(owners, plan.descriptors, prompts, grids, strict=True)
         )
-        region = self.model.map_region(picture)  # the part of the picture the grid covers
-        return Heatmaps(label, self.model.name, size, alone, entries, region, self.model.map_method, self.model.family)
+        model = self.model
+        region = model.map_region(picture)  # the part of the picture the grid covers
+        how = (model.map_method, model.family, model.map_units)
+        return Heatmaps(label, model.name, size, alone, entries, region, *how)
 
     def with_faithfulness(
         self, image: Image.Image, heatmaps: Heatmaps, steps: int = STEPS, seeds: int = SEEDS

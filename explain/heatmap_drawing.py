@@ -85,6 +85,7 @@ def write_heatmaps(heatmaps: Heatmaps, image: Image.Image, folder: Path) -> list
         region=np.array(heatmaps.region),
         method=np.array(heatmaps.method),
         family=np.array(heatmaps.family),
+        units=np.array(heatmaps.units),
         **_faithfulness_arrays(heatmaps),
     )
     low, high = heatmaps.scale()

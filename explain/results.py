@@ -118,7 +118,7 @@ class DescriptorHeatmap:
     class_name: str
     descriptor: str
     prompt: str
-    grid: np.ndarray  # [grid_h, grid_w] logit_scale * cos(patch, prompt) + logit_bias
+    grid: np.ndarray  # [grid_h, grid_w] logit_scale * cos(location, prompt) + logit_bias (`Heatmaps.units` says)
     faithfulness: dict | None = None  # deletion and insertion against random orders (explain.faithfulness)
 
 
@@ -140,6 +140,7 @@ class Heatmaps:
     region: tuple[int, int, int, int] = (0, 0, 0, 0)  # (left, top, right, bottom): the part of the image the model saw
     method: str = ""  # how the maps were made, citing the method (the tower's recipe)
     family: str = ""  # the model family the recipe was chosen for
+    units: str = ""  # what the grids' numbers are (most recipes: the descriptor's bar at each location)
 
     @property
     def grids(self) -> np.ndarray:
@@ -174,5 +175,6 @@ class Heatmaps:
             "descriptor": entry.descriptor,
             "method": self.method,
             "family": self.family,
+            "units": self.units,
             "faithfulness": entry.faithfulness,
         }

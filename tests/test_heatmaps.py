@@ -79,10 +79,13 @@ def test_shapes_sizes_and_the_descriptor_alone(clip):
     assert explainer.images_encoded == images_before  # cached patch grids: no image forward when switching
 
 
-def test_a_family_without_a_recipe_says_so(tmp_path):
+def test_what_the_gradient_fallback_cannot_do_is_refused_for_its_reason(tmp_path):
     timm_tower = load_model(str(save_tiny_open_clip(tmp_path / "oc", "timm")), device="cpu")
-    with pytest.raises(ExplainError, match="its tower is a timm model"):
-        Explainer(timm_tower).heatmaps(random_image(1), FROGS, ["tree frog"])
+    with pytest.raises(ExplainError, match="a finer grid for .* its maps come from gradients"):
+        Explainer(timm_tower).heatmaps(random_image(1), FROGS, ["tree frog"], size=448)
+    packed = load_model(str(tmp_path / "oc"), device="cpu", precision="int8")
+    with pytest.raises(ExplainError, match="gradients, which int8's packed weights do not give"):
+        Explainer(packed).heatmaps(random_image(1), FROGS, ["tree frog"])
 
 
 @pytest.mark.parametrize("family", ["siglip", "siglip2"])
@@ -251,7 +254,7 @@ def test_an_average_pooled_open_clip_vit_maps_locations_that_average_to_its_embe
     image = random_image(6, size=(48, 40))
     pixels = model.image_processor(images=[image])["pixel_values"]
     with torch.no_grad():
-        features = model._averaged_locations(visual, pixels, normalised=False)
+        features = model.location_features(pixels).numpy()
         expected = visual(pixels)[0].numpy()  # open_clip's own forward: pool, layer norm, projection
     assert features.reshape(-1, features.shape[-1]).mean(axis=0) == pytest.approx(expected, abs=1e-5)
     heatmaps = Explainer(model).heatmaps(image, FROGS, ["tree frog"])
@@ -288,3 +291,165 @@ def test_an_attention_pooled_resnet_maps_the_pool_with_its_attention_on_one_loca
     assert maps.reshape(-1, maps.shape[-1]) == pytest.approx(normalise(torch.stack(alone).numpy()), abs=1e-5)
     heatmaps = Explainer(model).heatmaps(image, FROGS, ["tree frog"])
     assert "MaskCLIP" in heatmaps.method and heatmaps.family == "open_clip ModifiedResNet"
+
+
+def test_an_attention_pooled_open_clip_vit_maps_its_pooler_with_one_location(tmp_path):
+    """CoCa's layout: open_clip's attentional pooler (256 queries, the first one's output normalised and
+    projected is the embedding). At each patch the value path equals the pooler's own forward when the patch
+    is its only key; and the same steps with every token as keys give open_clip's embedding."""
+    model = load_model(str(save_tiny_open_clip(tmp_path / "coca", "coca")), "cpu", precision="fp32")
+    visual = model.model.visual
+    assert type(model.model).__name__ == "CoCa" and visual.attn_pool is not None
+    image = random_image(9, size=(48, 40))
+    pixels = model.image_processor(images=[image])["pixel_values"]
+    with torch.no_grad():
+        tokens = visual.transformer(visual._embeds(pixels))  # [1, 1 + patches, width]
+        whole = visual.ln_post(visual.attn_pool(tokens))[:, 0] @ visual.proj
+        alone = [visual.ln_post(visual.attn_pool(tokens[:, t : t + 1]))[0, 0] @ visual.proj for t in range(1, 17)]
+        features = model.location_features(pixels)
+        embedding = model.model.encode_image(pixels, normalize=False)[0]
+    assert whole[0].numpy() == pytest.approx(embedding.numpy(), abs=1e-5)
+    assert features.reshape(16, -1).numpy() == pytest.approx(torch.stack(alone).numpy(), abs=1e-5)
+    heatmaps = Explainer(model).heatmaps(image, FROGS, ["tree frog"])
+    assert "MaskCLIP" in heatmaps.method and heatmaps.entries[0].grid.shape == (4, 4)
+
+
+def test_a_timm_map_head_maps_its_head_with_one_location(tmp_path):
+    """open_clip's SigLIP layout (a timm ViT, no class token, a MAP head): at each patch the value path
+    equals timm's own attention-pool head with that patch as its only key, then the trunk's head."""
+    model = load_model(str(save_tiny_open_clip(tmp_path / "sig", "siglip")), "cpu", precision="fp32")
+    trunk = model.model.visual.trunk
+    image = random_image(10, size=(40, 48))
+    pixels = model.image_processor(images=[image])["pixel_values"]
+    with torch.no_grad():
+        tokens = trunk.forward_features(pixels)  # [1, patches, width]
+        assert trunk.forward_head(tokens)[0].numpy() == pytest.approx(
+            model.model.encode_image(pixels)[0].numpy(), abs=1e-5
+        )
+        alone = [trunk.forward_head(tokens[:, t : t + 1])[0] for t in range(tokens.shape[1])]
+        features = model.location_features(pixels)
+    assert features.reshape(len(alone), -1).numpy() == pytest.approx(torch.stack(alone).numpy(), abs=1e-5)
+    heatmaps = Explainer(model).heatmaps(image, FROGS, ["tree frog"])
+    assert "MaskCLIP" in heatmaps.method and heatmaps.family == "open_clip TimmModel VisionTransformer"
+
+
+def test_a_timm_eva_tower_maps_clearclip_through_its_rotary_attention(tmp_path):
+    """EVA02's layout through timm: the last block's query-query attention, computed here by hand (query
+    projection and norm, rotary embeddings on the patches, softmax, values, the inner norm, the output
+    projection and the layer scale), then the trunk's final norm, head and open_clip's projection."""
+    from timm.layers import apply_rot_embed_cat
+
+    model = load_model(str(save_tiny_open_clip(tmp_path / "eva", "eva")), "cpu", precision="fp32")
+    trunk = model.model.visual.trunk
+    image = random_image(11, size=(48, 48))
+    pixels = model.image_processor(images=[image])["pixel_values"]
+    with torch.no_grad():
+        x, rope = trunk._pos_embed(trunk.patch_embed(pixels))
+        x = trunk.norm_pre(x)
+        for block in trunk.blocks[:-1]:
+            x = block(x, rope=rope)
+        last, prefix = trunk.blocks[-1], trunk.num_prefix_tokens
+        assert trunk.norm(last(x, rope=rope))[0, 0] @ trunk.head.weight.T + trunk.head.bias == pytest.approx(
+            model.model.encode_image(pixels)[0], abs=1e-5
+        )  # the embedding is the class token's, through these steps
+        attention, h = last.attn, last.norm1(x)
+        heads = attention.num_heads
+        split = lambda t: t.reshape(1, t.shape[1], heads, -1).transpose(1, 2)  # noqa: E731
+        q, v = attention.q_norm(split(attention.q_proj(h))), split(attention.v_proj(h))
+        q = torch.cat([q[:, :, :prefix], apply_rot_embed_cat(q[:, :, prefix:], rope)], dim=2)
+        mixed = torch.softmax(q @ q.transpose(-1, -2) * attention.scale, dim=-1) @ v
+        mixed = attention.proj(attention.norm(mixed.transpose(1, 2).reshape(1, h.shape[1], -1)))
+        if last.gamma_1 is not None:
+            mixed = last.gamma_1 * mixed
+        expected = trunk.head(trunk.fc_norm(trunk.norm(mixed[0, prefix:])))
+        features = model.location_features(pixels)
+    assert features.reshape(expected.shape).numpy() == pytest.approx(expected.numpy(), abs=1e-5)
+    heatmaps = Explainer(model).heatmaps(image, FROGS, ["tree frog"])
+    assert heatmaps.method.startswith("ClearCLIP") and heatmaps.family == "open_clip TimmModel Eva"
+
+
+def gradient_share(encoder, image, prompt, block) -> np.ndarray:
+    """One descriptor's gradient × activation at `block`'s input, by one plain backward pass of its own
+    score: the last block's input made a leaf, scale · cos(image, prompt), summed over channels."""
+    pixels = encoder.image_processor(images=[image], return_tensors="pt")["pixel_values"]
+    text = torch.from_numpy(encoder.encode_texts([prompt])[0])
+    seen = {}
+
+    def leaf(module, args):
+        seen["a"] = args[0].detach().requires_grad_(True)
+        return (seen["a"], *args[1:])
+
+    handle = block.register_forward_pre_hook(leaf)
+    try:
+        embed = encoder.model.encode_image if hasattr(encoder.model, "encode_image") else None
+        if embed is None:
+            output = encoder.model.get_image_features(pixel_values=pixels)
+            image_embedding = output.pooler_output if hasattr(output, "pooler_output") else output
+        else:
+            image_embedding = embed(pixels)
+        score = encoder.logit_scale * torch.nn.functional.normalize(image_embedding, dim=-1)[0] @ text
+        (grad,) = torch.autograd.grad(score, seen["a"])
+    finally:
+        handle.remove()
+    share = (grad * seen["a"]).sum(dim=-1)[0].detach().numpy()  # [tokens]
+    side = int(len(share) ** 0.5)
+    return share[len(share) - side * side :].reshape(side, side)
+
+
+def test_the_gradient_fallback_equals_each_descriptors_own_backward_pass(tmp_path):
+    """A tower no training-free recipe follows (a timm ViT averaged and normalised after the pool): every
+    map equals gradient × activation from that descriptor's own backward pass, though all of them come from
+    batched passes over the embedding's dimensions; the maps carry no bias and say so."""
+    from explain.models.gradient_maps import last_block
+
+    model = load_model(str(save_tiny_open_clip(tmp_path / "timm", "timm")), "cpu", precision="fp32")
+    assert model.map_recipe == "gradient"
+    path, block = last_block(model.model.visual)
+    assert path == "trunk.blocks.11"
+    image = random_image(12, size=(64, 48))
+    heatmaps = Explainer(model).heatmaps(image, FROGS, ["tree frog", "tailed frog"])
+    assert heatmaps.grids.shape[1:] == (14, 14) and "gradient" in heatmaps.method
+    assert "without the bias" in heatmaps.units and heatmaps.record(heatmaps.entries[0])["units"] == heatmaps.units
+    for entry in heatmaps.entries:
+        expected = gradient_share(model, image, entry.prompt, block)
+        np.testing.assert_allclose(entry.grid, expected, rtol=1e-3, atol=1e-6 * np.abs(expected).max())
+
+
+def test_the_gradient_fallback_follows_a_transformers_tower_too(clip, monkeypatch):
+    """The fallback knows towers only through their last block: on transformers' CLIP (made to take it) the
+    maps equal each descriptor's own backward pass at `encoder.layers[-1]`."""
+    from explain.models.gradient_maps import last_block
+    from explain.models.transformers_backend import TransformersModel
+
+    monkeypatch.setattr(TransformersModel, "map_recipe", property(lambda self: "gradient"))
+    path, block = last_block(clip.model.vision_model)
+    assert path == "encoder.layers.1"
+    image = random_image(13, size=(40, 40))
+    heatmaps = Explainer(clip).heatmaps(image, FROGS, ["tree frog"])
+    for entry in heatmaps.entries:
+        expected = gradient_share(clip, image, entry.prompt, block)
+        # Through the final layer norm, which ignores scale, the shares mostly cancel (~1e-5 logits here):
+        # float32 shows at a few percent of the largest (full-size ViT-B/32: 1.7% forward, 2.7% reverse mode,
+        # against float64), so the check is against the map's own scale.
+        np.testing.assert_allclose(entry.grid, expected, atol=0.06 * np.abs(expected).max())
+        assert np.corrcoef(entry.grid.ravel(), expected.ravel())[0, 1] > 0.995
+
+
+def test_forward_and_reverse_differentiation_give_the_same_shares(tmp_path, clip):
+    """The fallback's two ways to the same M: forward mode (one row per location, what runs) and reverse mode
+    (one row per embedding dimension, for towers with an operation torch cannot differentiate forward)."""
+    from explain.models.gradient_maps import _forward_mode, last_block, reverse_mode
+
+    timm_tower = load_model(str(save_tiny_open_clip(tmp_path / "timm", "timm")), "cpu", precision="fp32")
+    image = random_image(14, size=(50, 40))
+    cases = [
+        (timm_tower.model.encode_image, timm_tower.model.visual, timm_tower.preprocess([image])["pixel_values"]),
+        (lambda batch: clip.model.get_image_features(pixel_values=batch).pooler_output, clip.model.vision_model,
+         clip.pixels_at(image)),
+    ]  # fmt: skip
+    for embed, tower, pixels in cases:
+        _, block = last_block(tower)
+        forward, reverse = _forward_mode(embed, block, pixels), reverse_mode(embed, block, pixels, chunk=5)
+        assert forward.shape == reverse.shape and np.abs(reverse).max() > 0
+        np.testing.assert_allclose(forward, reverse, atol=0.06 * np.abs(reverse).max())  # float32 (see above)
+        assert np.corrcoef(forward.ravel(), reverse.ravel())[0, 1] > 0.995

@@ -13,7 +13,7 @@ from tests.conftest import FROGS, random_image
 from tests.tiny_models import save_tiny_open_clip
 
 
-@pytest.fixture(scope="module", params=["quickgelu", "bias", "timm"])
+@pytest.fixture(scope="module", params=["quickgelu", "bias", "timm", "coca", "eva", "siglip"])
 def open_clip_dir(request, tmp_path_factory):
     return save_tiny_open_clip(tmp_path_factory.mktemp("oc") / request.param, request.param)
 

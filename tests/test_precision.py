@@ -102,3 +102,23 @@ def test_every_command_records_the_precision_that_ran(capsys, tmp_path, clip_dir
     code = main(["label", str(tmp_path), "--descriptors", str(frog_file), "--model", str(clip_dir), "--out", str(out),
                  "--precision", "fp32", "--workers", "0", "--no-cache"])  # fmt: skip
     assert code == 2 and "another precision" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("variant", ["quickgelu", "resnet", "coca", "siglip", "eva", "timm"])
+def test_int8_runs_every_open_clip_tower_and_its_map_or_says_why_not(tmp_path, variant):
+    """open_clip reads its text tower's weight dtype and its ResNet pool's weights itself, and the pools' value
+    paths read their weights: int8 keeps those layers in float, so every tower classifies close to fp32 and
+    gives its map, except where the recipe needs weights int8 packs (ClearCLIP on a timm block, gradients)."""
+    from tests.tiny_models import save_tiny_open_clip
+
+    folder = str(save_tiny_open_clip(tmp_path / variant, variant))
+    image = random_image(4, size=(64, 64))
+    reference = Explainer(load_model(folder, "cpu", precision="fp32")).classify(image, FROGS)
+    packed = Explainer(load_model(folder, "cpu", precision="int8"))
+    found = packed.classify(image, FROGS)
+    assert found.predictions[0].score == pytest.approx(reference.predictions[0].score, abs=1.0)
+    if variant in ("eva", "timm"):
+        with pytest.raises(ExplainError, match="int8"):
+            packed.heatmaps(image, FROGS, ["tree frog"])
+    else:
+        assert np.isfinite(packed.heatmaps(image, FROGS, ["tree frog"]).grids).all()

@@ -378,29 +378,29 @@ def test_hub_names_offline_fail_in_one_line_within_seconds(model, frog_file, tmp
     assert len(lines) == 1 and "model hub cannot be reached" in lines[0] and "HF_HUB_OFFLINE=1" in lines[0]
 
 
-# --- 13 and 16. --heatmaps on a model without them; no library progress bars ---------------------------------
+# --- 13 and 16. --heatmaps a model cannot give; no library progress bars ---------------------------------
 
 
-def test_heatmaps_on_a_model_without_them_are_refused_before_any_image(capsys, image_files, frog_file, tmp_path):
+def test_heatmaps_a_model_cannot_give_are_refused_before_any_image(capsys, image_files, frog_file, tmp_path):
     from explain.cli import main
     from tests.tiny_models import save_tiny_open_clip
 
     timm_tower = save_tiny_open_clip(tmp_path / "timm", "timm")
     code = main(["classify", *map(str, image_files), "--descriptors", str(frog_file), "--model", str(timm_tower),
-                 "--heatmaps", str(tmp_path / "maps")])  # fmt: skip
+                 "--precision", "int8", "--heatmaps", str(tmp_path / "maps")])  # fmt: skip
     out, err = capsys.readouterr()
     assert code == 2 and out == "" and not (tmp_path / "maps").exists()
-    assert err.strip().count("\n") == 0 and "its tower is a timm model" in err
+    assert err.strip().count("\n") == 0 and "comes from gradients, which int8's packed weights do not give" in err
 
 
-def test_a_tower_without_a_recipe_is_refused_for_its_real_reason(tmp_path):
+def test_a_grid_a_tower_cannot_give_is_refused_for_its_real_reason(tmp_path):
     from explain.errors import HeatmapsUnavailable
     from tests.tiny_models import save_tiny_open_clip
 
     backend = load_model(str(save_tiny_open_clip(tmp_path / "timm", "timm")), "cpu")
     with pytest.raises(HeatmapsUnavailable) as refused:
-        backend.check_heatmaps()
-    assert "its tower is a timm model" in str(refused.value)
+        backend.check_heatmaps(448)
+    assert "its maps come from gradients at its own input size" in str(refused.value)
     assert "TimmModel" not in str(refused.value)
 
 

@@ -245,13 +245,14 @@ def full_size_clip(seed: int = 0) -> tuple[CLIPModel, CLIPProcessor]:
 # --- open_clip ---------------------------------------------------------------------------------------------------
 
 OPEN_CLIP_TEXT = {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}
+OPEN_CLIP_VIT = {"image_size": 32, "layers": 1, "width": 32, "patch_size": 8, "head_width": 16}  # a 4x4 grid
 OPEN_CLIP_CONFIGS = {
     # A CLIP-style tower trained with QuickGELU, as OpenAI's and DFN's weights were.
     "quickgelu": {
         "embed_dim": 16,
         "quick_gelu": True,
         "text_cfg": OPEN_CLIP_TEXT,
-        "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 8, "head_width": 16},
+        "vision_cfg": OPEN_CLIP_VIT,
     },
     # A sigmoid-loss model with a logit bias, as SigLIP has.
     "bias": {
@@ -259,22 +260,13 @@ OPEN_CLIP_CONFIGS = {
         "init_logit_bias": -10.0,
         "init_logit_scale": 2.3,
         "text_cfg": OPEN_CLIP_TEXT,
-        "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 8, "head_width": 16},
+        "vision_cfg": OPEN_CLIP_VIT,
     },
     # A ViT pooled by averaging its patch tokens, normalised after pooling, as CLIPA's is.
     "avg": {
         "embed_dim": 16,
         "text_cfg": OPEN_CLIP_TEXT,
-        "vision_cfg": {
-            "image_size": 32,
-            "layers": 1,
-            "width": 32,
-            "patch_size": 8,
-            "head_width": 16,
-            "no_ln_pre": True,
-            "pool_type": "avg",
-            "final_ln_after_pool": True,
-        },
+        "vision_cfg": {**OPEN_CLIP_VIT, "no_ln_pre": True, "pool_type": "avg", "final_ln_after_pool": True},
     },
     # A ResNet pooled by attention, as OpenAI's RN50 is (stride 32: a 2x2 grid at 64 px).
     "resnet": {
@@ -282,7 +274,42 @@ OPEN_CLIP_CONFIGS = {
         "text_cfg": OPEN_CLIP_TEXT,
         "vision_cfg": {"image_size": 64, "layers": [1, 1, 1, 1], "width": 8, "head_width": 16},
     },
-    # A timm vision tower, as EVA-CLIP's is.
+    # A ViT pooled by an attentional pooler of 256 queries, the first one's output the embedding, as CoCa's is.
+    "coca": {
+        "embed_dim": 16,
+        "custom_text": True,
+        "text_cfg": {**OPEN_CLIP_TEXT, "embed_cls": True, "output_tokens": True},
+        "vision_cfg": {**OPEN_CLIP_VIT, "attentional_pool": True, "attn_pooler_heads": 2, "output_tokens": True},
+        "multimodal_cfg": {"context_length": 16, "vocab_size": 49408, "width": 16, "heads": 2, "layers": 1},
+    },
+    # A timm Eva tower pooled by its class token, built as EVA02-CLIP's (rotary embeddings, SwiGLU, an inner
+    # attention norm, separate query, key and value projections), at a tiny size.
+    "eva": {
+        "embed_dim": 16,
+        "text_cfg": OPEN_CLIP_TEXT,
+        "vision_cfg": {
+            "image_size": 32,
+            "timm_model_name": "descry_tiny_eva",
+            "timm_model_pretrained": False,
+            "timm_pool": "token",
+            "timm_proj": None,
+        },
+    },
+    # A timm ViT pooled by a MAP head, with no class token, as open_clip's SigLIP towers are.
+    "siglip": {
+        "embed_dim": 32,
+        "init_logit_bias": -10.0,
+        "text_cfg": OPEN_CLIP_TEXT,
+        "vision_cfg": {
+            "image_size": 32,
+            "timm_model_name": "descry_tiny_siglip",
+            "timm_model_pretrained": False,
+            "timm_pool": "map",
+            "timm_proj": "none",
+        },
+    },
+    # A timm ViT pooled by averaging its tokens, with a norm after the pool: no training-free recipe, so its
+    # maps come from gradients.
     "timm": {
         "embed_dim": 16,
         "text_cfg": OPEN_CLIP_TEXT,
@@ -298,6 +325,34 @@ OPEN_CLIP_CONFIGS = {
 }
 
 
+def register_tiny_timm_towers() -> None:
+    """Tiny timm trunks for the open_clip configs above, registered with timm under descry_tiny_* names (they
+    exist in this process only, as a user's own timm registration would)."""
+    from timm.models import register_model
+    from timm.models._registry import is_model
+    from timm.models.eva import Eva
+    from timm.models.vision_transformer import VisionTransformer
+
+    if is_model("descry_tiny_eva"):
+        return
+
+    @register_model
+    def descry_tiny_eva(pretrained: bool = False, **kwargs) -> Eva:
+        shape = dict(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2, ref_feat_shape=(4, 4))
+        style = dict(qkv_fused=False, mlp_ratio=4 * 2 / 3, swiglu_mlp=True, scale_mlp=True, scale_attn_inner=True)
+        return Eva(**shape, **style, use_rot_pos_emb=True, **_built(kwargs))
+
+    @register_model
+    def descry_tiny_siglip(pretrained: bool = False, **kwargs) -> VisionTransformer:
+        shape = dict(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2)
+        return VisionTransformer(**shape, class_token=False, **_built(kwargs))
+
+
+def _built(options: dict) -> dict:
+    """What open_clip asks of a timm trunk (its head and pool), without timm's registry bookkeeping."""
+    return {key: options[key] for key in ("num_classes", "global_pool") if key in options}
+
+
 def save_tiny_open_clip(path: Path, variant: str = "quickgelu", seed: int = 0) -> Path:
     """A tiny random open_clip model saved as open_clip's local-dir layout: open_clip_config.json and weights.
 
@@ -308,6 +363,7 @@ def save_tiny_open_clip(path: Path, variant: str = "quickgelu", seed: int = 0) -
     from open_clip.push_to_hf_hub import save_config_for_hf
     from safetensors.torch import save_file
 
+    register_tiny_timm_towers()
     config = OPEN_CLIP_CONFIGS[variant]
     name = f"descry-tiny-{variant}"
     registry = path.parent / f"{path.name}-config"

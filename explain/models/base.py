@@ -19,6 +19,7 @@ import socket
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +27,8 @@ import torch
 from PIL import Image
 
 from explain.errors import HeatmapsUnavailable, ModelLoadError
+from explain.models.gradient_maps import METHOD as GRADIENT_METHOD
+from explain.models.gradient_maps import UNITS as GRADIENT_UNITS
 from explain.models.precision import CACHE_NAMES, autocast, prepare_module, resolve_precision
 
 DEFAULT_MODEL = "openai/clip-vit-base-patch32"
@@ -150,6 +153,18 @@ def check_heatmap_size(size: int | None) -> None:
         raise HeatmapsUnavailable(f"a heatmap size of {size} px is outside 32 to {MAX_HEATMAP_SIZE} px")
 
 
+def check_gradient_maps(model: EncoderModel, size: int | None, prefix: str) -> None:
+    """Refuse what the gradient fallback cannot do: a finer grid, or a tower packed to int8."""
+    if size is not None:
+        raise HeatmapsUnavailable(
+            f"a finer grid for {model.name} is not offered: its maps come from gradients at its own input size"
+        )
+    if model.precision == "int8":
+        raise HeatmapsUnavailable(
+            prefix + "its map comes from gradients, which int8's packed weights do not give; use another --precision"
+        )
+
+
 class EncoderModel(ABC):
     """A loaded image-text model with what scoring needs to know about it.
 
@@ -230,9 +245,26 @@ class EncoderModel(ABC):
         return self.backend
 
     @property
+    def map_recipe(self) -> str | None:
+        """Which of `MAP_RECIPES` this model's image tower follows; None when it has none."""
+        return None
+
+    @property
     def map_method(self) -> str:
         """How this model's maps are made, in words that cite the method; empty when it has none."""
-        return ""
+        return MAP_RECIPES[self.map_recipe].method if self.map_recipe else ""
+
+    @property
+    def map_units(self) -> str:
+        """What the numbers of this model's maps are; empty when it has no maps."""
+        return MAP_RECIPES[self.map_recipe].units if self.map_recipe else ""
+
+    @property
+    def map_bias(self) -> float:
+        """What is added to scale · (features · text) at each location: the logit bias where a map is in the
+        bar's units, nothing where it is a share of the score."""
+        recipe = MAP_RECIPES.get(self.map_recipe or "")
+        return self.logit_bias if recipe is None or recipe.units == BAR_UNITS else 0.0
 
     def map_region(self, picture: Image.Image) -> tuple[int, int, int, int]:
         """The part of `picture` the map's grid covers: CLIP-style processors scale the short side and crop the
@@ -249,6 +281,25 @@ class EncoderModel(ABC):
         """
         self.check_heatmaps(size)
         raise HeatmapsUnavailable(f"{self.name} ({self.backend} model) gives no patch embeddings")
+
+
+BAR_UNITS = "the descriptor's score at each location, in the units of its bar (scale · cosine + bias)"
+
+
+@dataclass(frozen=True)
+class MapRecipe:
+    """How one kind of image tower gives a feature at each location of its grid, and what the maps mean."""
+
+    method: str  # in words that cite the method
+    units: str = BAR_UNITS
+
+
+MAP_RECIPES = {  # every map recipe, declared once; each backend says which one its tower follows
+    "clearclip": MapRecipe("ClearCLIP's last block (Lan et al., ECCV 2024)"),
+    "attention-pool-values": MapRecipe("MaskCLIP's value path through the attention pool (Zhou et al., ECCV 2022)"),
+    "average-pool": MapRecipe("each location's feature of an average-pooled tower"),
+    "gradient": MapRecipe(GRADIENT_METHOD, GRADIENT_UNITS),
+}
 
 
 def tower(method: Callable) -> Callable:

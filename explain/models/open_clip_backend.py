@@ -12,6 +12,7 @@ and its logit bias where it has one. This module only loads and encodes.
 from __future__ import annotations
 
 import contextlib
+import copy
 import difflib
 import logging
 from collections.abc import Callable, Sequence
@@ -25,6 +26,7 @@ from explain.models.base import (
     OFFLINE_ADVICE,
     TEXT_BATCH,
     EncoderModel,
+    check_gradient_maps,
     check_heatmap_size,
     folder_fingerprint,
     hub_reachable,
@@ -32,6 +34,7 @@ from explain.models.base import (
     resolve_device,
     tower,
 )
+from explain.models.gradient_maps import gradient_features, last_block
 from explain.scoring import normalise
 
 PREFIX = "open_clip:"
@@ -104,64 +107,91 @@ class OpenClipModel(EncoderModel):
 
     @property
     def family(self) -> str:
-        return f"open_clip {type(self.model.visual).__name__}"
+        """open_clip and its tower's class; for a timm tower, the timm trunk's class too (open_clip TimmModel Eva)."""
+        visual = self.model.visual
+        trunk = getattr(visual, "trunk", None)
+        return f"open_clip {type(visual).__name__}" + (f" {type(trunk).__name__}" if trunk is not None else "")
 
     @property
-    def map_method(self) -> str:
-        try:
-            self.check_heatmaps()
-        except HeatmapsUnavailable:
-            return ""
-        if type(self.model.visual).__name__ == "ModifiedResNet":
-            return "MaskCLIP's value path through the attention pool (Zhou et al., ECCV 2022)"
-        if self.model.visual.pool_type == "avg":
-            return "each location's feature of an average-pooled tower"
-        return "ClearCLIP's last block (Lan et al., ECCV 2024)"
+    def map_recipe(self) -> str | None:
+        """Which of `MAP_RECIPES` fits this tower (see `tower_kind`)."""
+        return TOWER_RECIPES[self.tower_kind][0]
+
+    @property
+    def tower_kind(self) -> str:
+        """The kind of image tower, a key of `TOWER_RECIPES`: which of open_clip's towers (or which timm trunk
+        inside its timm adapter), and how it pools."""
+        visual = self.model.visual
+        kind = type(visual).__name__
+        if kind == "ModifiedResNet":
+            return "resnet"
+        if kind == "VisionTransformer":
+            if visual.attn_pool is not None:
+                contrastive = getattr(visual, "attn_pool_contrastive", None)
+                return "vit-attention-pool" if contrastive is None or visual.attn_pool_type == "parallel" else "other"
+            return {"tok": "vit-token", "avg": "vit-average"}.get(visual.pool_type, "other")
+        if kind == "TimmModel":
+            trunk = visual.trunk
+            attention = getattr(getattr(trunk, "blocks", [None])[-1], "attn", None)
+            pool = getattr(trunk, "attn_pool", None)
+            if pool is not None and hasattr(pool, "kv") and getattr(pool, "latent_len", 0) == 1:
+                return "timm-attention-pool"
+            if attention is not None and getattr(trunk, "global_pool", "") == "token" and pool is None:
+                return "timm-token"
+        return "other"
+
+    def map_region(self, picture) -> tuple[int, int, int, int]:
+        """The part of `picture` the grid covers: all of it where open_clip squashes the image to a square
+        (SigLIP's weights), else the centre square its shortest-side resize and crop keep."""
+        config = getattr(self.model.visual, "preprocess_cfg", None) or {}
+        if config.get("resize_mode") == "squash":
+            return (0, 0, picture.width, picture.height)
+        return super().map_region(picture)
 
     def check_heatmaps(self, size: int | None = None) -> None:
-        """Raise `HeatmapsUnavailable` with the tower's real reason when it has no heatmap recipe."""
-        from open_clip.transformer import VisionTransformer
-
+        """Raise `HeatmapsUnavailable` with the tower's real reason when it gives no map, or none at `size`."""
         check_heatmap_size(size)
-        visual = self.model.visual
         prefix = f"maps of where a descriptor matches are not available for {self.name}: "
-        if type(visual).__name__ == "ModifiedResNet":
-            if size is not None:
-                raise HeatmapsUnavailable(
-                    f"a finer grid for {self.name} would need its attention pool's position embeddings "
-                    "interpolated, which open_clip's ResNet does not offer"
-                )
-            return
-        if not isinstance(visual, VisionTransformer):
-            kind = type(visual).__name__
-            why = {
-                "TimmModel": "its tower is a timm model, whose blocks ClearCLIP's recipe here does not reach",
-            }.get(kind, f"its tower is a {kind}, not a ViT with patch tokens")
-            raise HeatmapsUnavailable(prefix + why)
-        if visual.attn_pool is not None:
-            raise HeatmapsUnavailable(prefix + "its ViT pools its tokens with an attention head, not its class token")
-        if visual.pool_type not in ("tok", "avg"):
-            raise HeatmapsUnavailable(prefix + f"its ViT pools by {visual.pool_type!r}, which no map recipe follows")
-        if visual.pool_type == "tok" and visual.final_ln_after_pool:
-            raise HeatmapsUnavailable(prefix + "its ViT normalises after pooling, which the recipe does not follow")
-        if size is not None:
+        if self.map_recipe == "gradient":
+            check_gradient_maps(self, size, prefix)
+            try:
+                last_block(self.model.visual)
+            except HeatmapsUnavailable as error:
+                raise HeatmapsUnavailable(prefix + str(error)) from None
+        elif size is not None:
             raise HeatmapsUnavailable(
-                f"a finer grid for {self.name} would need interpolated position embeddings, "
-                "which open_clip's tower does not offer"
+                f"a finer grid for {self.name} would need its tower's position embeddings interpolated, which "
+                f"open_clip's {type(self.model.visual).__name__} does not offer"
+            )
+        elif self.tower_kind == "timm-token" and self.precision == "int8":
+            raise HeatmapsUnavailable(
+                prefix + "ClearCLIP on a timm tower reads its attention weights, which int8 packs; use another "
+                "--precision"
             )
 
     @tower
     def patch_embeddings(self, image, size: int | None = None) -> np.ndarray:
-        """ClearCLIP on open_clip's own ViT tower (class-token pooling, no attention pooling); the same
-        recipe as for transformers' CLIP. Timm towers (EVA-CLIP) and attention-pooled ones are refused.
-        # [grid_h, grid_w, dim]"""
+        """Unit-norm features of each location of the image tower's grid, by the tower's recipe (see
+        `location_features`); the gradient fallback's shares are left unnormalised. # [grid_h, grid_w, dim]"""
         self.check_heatmaps(size)
-        visual = self.model.visual
         pixels = self.image_processor(images=[image])["pixel_values"].to(self.device, self.dtype)
-        if type(visual).__name__ == "ModifiedResNet":
-            return self._pool_values(visual, pixels)
-        if visual.pool_type == "avg":
-            return self._averaged_locations(visual, pixels)
+        if self.map_recipe == "gradient":
+            return self._gradient_shares(pixels)
+        return normalise_grid(self.location_features(pixels))
+
+    def location_features(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Each location's feature before normalisation, by the recipe of this kind of tower. # [h, w, dim]"""
+        method = getattr(self, TOWER_RECIPES[self.tower_kind][1])
+        return method(self.model.visual, pixels)
+
+    def _gradient_shares(self, pixels: torch.Tensor) -> np.ndarray:
+        """The gradient fallback (`explain.models.gradient_maps`) at the tower's last block. # [h, w, dim]"""
+        _, block = last_block(self.model.visual)
+        return gradient_features(self.model.encode_image, block, pixels)
+
+    def _clearclip(self, visual, pixels: torch.Tensor) -> torch.Tensor:
+        """ClearCLIP (Lan et al., ECCV 2024) on open_clip's own ViT: the last block's query-query attention, with
+        no residual and no MLP; its patch tokens through the final layer norm and the projection."""
         x = visual._embeds(pixels)  # [1, tokens, width]: patches, class token, positions, ln_pre
         batch_first = getattr(visual.transformer, "batch_first", True)
         x = x if batch_first else x.transpose(0, 1)
@@ -179,29 +209,100 @@ class OpenClipModel(EncoderModel):
         weights = torch.softmax(q @ q.transpose(-1, -2) * (width // heads) ** -0.5, dim=-1)
         mixed = last.ls_1(last.attn.out_proj((weights @ v).transpose(1, 2).reshape(batch, tokens, width)))
         patches = visual.ln_post(mixed[0, 1:]) @ visual.proj  # [n_patches, dim]
-        side = int(round((tokens - 1) ** 0.5))
-        return normalise(patches.float().cpu().numpy()).reshape(side, side, -1)
+        return square(patches, self.name)
 
-    def _pool_values(self, visual, pixels: torch.Tensor) -> np.ndarray:
+    def _clearclip_timm(self, visual, pixels: torch.Tensor) -> torch.Tensor:
+        """ClearCLIP through a timm ViT's blocks (EVA02's Eva, timm's VisionTransformer), pooled by its class
+        token: the last block's own attention run with its keys made its queries (so rotary position
+        embeddings, query norms and the attention's inner norm apply as the block applies them), scaled as the
+        block scales it, with no residual and no MLP; the patch tokens then go through the trunk's final
+        norms, its head and open_clip's projection, as the class token does."""
+        trunk = visual.trunk
+        last = trunk.blocks[-1]
+        seen: dict = {}
+
+        def capture(module, args, kwargs):
+            seen["input"], seen["kwargs"] = args[0], kwargs
+
+        handle = last.register_forward_pre_hook(capture, with_kwargs=True)
+        try:
+            trunk.forward_features(pixels)
+        finally:
+            handle.remove()
+        attention = queries_as_keys(last.attn)
+        extra = {key: value for key, value in seen["kwargs"].items() if key == "rope"}
+        mixed = attention(last.norm1(seen["input"]), **extra)
+        if getattr(last, "gamma_1", None) is not None:  # Eva's layer scale
+            mixed = last.gamma_1 * mixed
+        elif hasattr(last, "ls1"):  # VisionTransformer's
+            mixed = last.ls1(mixed)
+        patches = mixed[0, trunk.num_prefix_tokens :]
+        patches = trunk.head(trunk.head_drop(trunk.fc_norm(trunk.norm(patches))))
+        return square(visual.head(patches), self.name)
+
+    def _attention_pool_values(self, visual, pixels: torch.Tensor) -> torch.Tensor:
+        """MaskCLIP's value path through open_clip's attentional pooler (CoCa): each patch token, after the
+        pooler's key norm, through its value and output projections, skipping the query-key attention: the
+        pooler's first query's output were its attention to fall on that patch alone; then the final layer
+        norm and projection the first query's output goes through. With a contrastive pooler beside it
+        ("parallel"), the tokens are normalised first and go through that pooler instead."""
+        x = visual._embeds(pixels)
+        batch_first = getattr(visual.transformer, "batch_first", True)
+        x = visual.transformer(x if batch_first else x.transpose(0, 1))
+        x = (x if batch_first else x.transpose(0, 1))[0, 1:]  # [n_patches, width]
+        contrastive = getattr(visual, "attn_pool_contrastive", None)
+        pool = visual.attn_pool if contrastive is None else contrastive
+        if contrastive is not None:
+            x = visual.ln_post(x)
+        attention = pool.attn
+        width = attention.embed_dim
+        if attention._qkv_same_embed_dim:
+            weight = attention.in_proj_weight[2 * width :]
+        else:
+            weight = attention.v_proj_weight
+        bias = attention.in_proj_bias[2 * width :] if attention.in_proj_bias is not None else None
+        values = attention.out_proj(torch.nn.functional.linear(pool.ln_k(x), weight, bias))
+        if contrastive is None:
+            values = visual.ln_post(values)
+        return square(values @ visual.proj if visual.proj is not None else values, self.name)
+
+    def _timm_attention_pool_values(self, visual, pixels: torch.Tensor) -> torch.Tensor:
+        """MaskCLIP's value path through a timm ViT's attention-pooling head (SigLIP's MAP head in open_clip):
+        each patch token through the head's value and output projections and its own norm, MLP and residual,
+        skipping the latent query's attention; then the trunk's head and open_clip's projection."""
+        trunk = visual.trunk
+        pool = trunk.attn_pool
+        tokens = trunk.forward_features(pixels)[0]  # [tokens, width], after the final norm
+        if pool.pos_embed is not None:
+            tokens = tokens + pool.pos_embed.to(tokens.dtype)
+        tokens = tokens[trunk.num_prefix_tokens :]
+        width = tokens.shape[-1]
+        bias = pool.kv.bias[width:] if pool.kv.bias is not None else None
+        values = pool.proj(torch.nn.functional.linear(tokens, pool.kv.weight[width:], bias))
+        if pool.mlp is not None:
+            values = values + pool.mlp(pool.norm(values))
+        values = trunk.head(trunk.head_drop(trunk.fc_norm(values)))
+        return square(visual.head(values), self.name)
+
+    def _resnet_pool_values(self, visual, pixels: torch.Tensor) -> torch.Tensor:
         """MaskCLIP's value path (Zhou et al., ECCV 2022) through a ResNet's attention pool (OpenAI's RN50):
         each location of the last feature map, with its position embedding, through the pool's value and
         output projections, skipping the query-key attention: the pool's output were its attention to fall
-        on that location alone. # [grid_h, grid_w, dim]"""
+        on that location alone."""
         x = visual.stem(pixels)
         for layer in (visual.layer1, visual.layer2, visual.layer3, visual.layer4):
             x = layer(x)
         pool = visual.attnpool
         rows, cols = x.shape[2], x.shape[3]
         tokens = x[0].flatten(1).T + pool.positional_embedding[1:].to(x.dtype)  # [h*w, width]
-        features = pool.c_proj(pool.v_proj(tokens))
-        return normalise(features.float().cpu().numpy()).reshape(rows, cols, -1)
+        return pool.c_proj(pool.v_proj(tokens)).reshape(rows, cols, -1)
 
-    def _averaged_locations(self, visual, pixels: torch.Tensor, normalised: bool = True) -> np.ndarray:
+    def _averaged_locations(self, visual, pixels: torch.Tensor) -> torch.Tensor:
         """An average-pooled open_clip ViT (CLIPA): the pooled token is the mean of the tokens open_clip
         averages (all but the first, as its `_global_pool` does), so each of them, through the same affine
         map the pooled token goes through, is a location's feature. Where the final layer norm comes after
         the pool, its statistics are the pooled token's, which keeps the map affine: the locations' features
-        then average exactly to the image's embedding before normalisation. # [grid_h, grid_w, dim]"""
+        then average exactly to the image's embedding before normalisation."""
         x = visual._embeds(pixels)
         batch_first = getattr(visual.transformer, "batch_first", True)
         x = visual.transformer(x if batch_first else x.transpose(0, 1))
@@ -213,12 +314,52 @@ class OpenClipModel(EncoderModel):
             tokens = (tokens - mean) / torch.sqrt(var + norm.eps) * norm.weight + norm.bias
         else:
             tokens = norm(tokens)
-        features = tokens @ visual.proj if visual.proj is not None else tokens
-        side = int(round(features.shape[0] ** 0.5))
-        if side * side != features.shape[0]:
-            raise HeatmapsUnavailable(f"{self.name}: its {features.shape[0]} averaged tokens make no square grid")
-        features = features.float().cpu().numpy()
-        return (normalise(features) if normalised else features).reshape(side, side, -1)
+        return square(tokens @ visual.proj if visual.proj is not None else tokens, self.name)
+
+
+TOWER_RECIPES = {  # open_clip's kinds of image tower: (the recipe of `MAP_RECIPES`, OpenClipModel's method for it)
+    "vit-token": ("clearclip", "_clearclip"),
+    "timm-token": ("clearclip", "_clearclip_timm"),
+    "vit-average": ("average-pool", "_averaged_locations"),
+    "vit-attention-pool": ("attention-pool-values", "_attention_pool_values"),
+    "timm-attention-pool": ("attention-pool-values", "_timm_attention_pool_values"),
+    "resnet": ("attention-pool-values", "_resnet_pool_values"),
+    "other": ("gradient", "_gradient_shares"),
+}
+
+
+def square(features: torch.Tensor, name: str) -> torch.Tensor:
+    """A location's features, row by row, on their square grid. # [n, dim] -> [side, side, dim]"""
+    side = int(round(features.shape[0] ** 0.5))
+    if side * side != features.shape[0]:
+        raise HeatmapsUnavailable(f"{name}: its {features.shape[0]} locations make no square grid")
+    return features.reshape(side, side, -1)
+
+
+def normalise_grid(features: torch.Tensor) -> np.ndarray:
+    """Unit-norm float32 features on their grid. # [h, w, dim]"""
+    return normalise(features.float().cpu().numpy().reshape(-1, features.shape[-1])).reshape(features.shape)
+
+
+def queries_as_keys(attention: torch.nn.Module) -> torch.nn.Module:
+    """A copy of a timm attention module whose keys are its queries (weights, bias and norm), so that its own
+    forward computes softmax(q qᵀ) v: ClearCLIP's query-query attention, rotary embeddings and all."""
+    clone = copy.deepcopy(attention)
+    if getattr(clone, "qkv", None) is not None:
+        weight = getattr(clone.qkv, "weight", None)
+        if not isinstance(weight, torch.Tensor):
+            raise HeatmapsUnavailable("the attention's weights are packed (int8); use another --precision")
+        width = weight.shape[0] // 3
+        with torch.no_grad():
+            weight[width : 2 * width] = weight[:width]
+            if getattr(clone, "q_bias", None) is not None:  # Eva keeps its biases apart (no key bias: zeros)
+                clone.k_bias.copy_(clone.q_bias)
+            elif clone.qkv.bias is not None:
+                clone.qkv.bias[width : 2 * width] = clone.qkv.bias[:width]
+    else:
+        clone.k_proj = clone.q_proj
+    clone.k_norm = clone.q_norm
+    return clone
 
 
 def load_open_clip(name: str, device: str = "auto") -> OpenClipModel:

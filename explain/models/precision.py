@@ -89,6 +89,9 @@ def resolve_precision(requested: str, device: torch.device) -> tuple[str, str]:
     return requested, f"{requested} as asked"
 
 
+KEPT_IN_FLOAT = ("embed", "attnpool", "attn_pool")  # parts of layer names that int8 leaves in float
+
+
 def prepare_module(module: torch.nn.Module, precision: str) -> torch.nn.Module:
     """The model's weights in the format `precision` needs (int8: quantised linear layers)."""
     if precision == "fp16":
@@ -99,15 +102,22 @@ def prepare_module(module: torch.nn.Module, precision: str) -> torch.nn.Module:
             warnings.simplefilter("ignore")
             from torch.ao.quantization import quantize_dynamic
 
-            # Plain linear layers only, and none that embeds patches or tokens: code that reads a layer's
-            # weight itself (SigLIP 2's patch embedding, the out-projection of torch's MultiheadAttention,
-            # which is a subclass) would find a quantised layer has none.
+            # Plain linear layers only, and none that embeds patches or tokens or pools: code that reads a
+            # layer's weight itself (SigLIP 2's patch embedding, open_clip's ResNet attention pool, the value
+            # path of a map recipe through a pool, the out-projection of torch's MultiheadAttention, which is
+            # a subclass) would find a quantised layer has none. The pools are a sliver of the compute.
             names = {
                 name
                 for name, layer in module.named_modules()
-                if type(layer) is torch.nn.Linear and "embed" not in name.lower()
+                if type(layer) is torch.nn.Linear and not any(part in name.lower() for part in KEPT_IN_FLOAT)
             }
-            return quantize_dynamic(module, names, dtype=torch.qint8)
+            module = quantize_dynamic(module, names, dtype=torch.qint8)
+        for layer in module.modules():
+            if isinstance(layer, torch.ao.nn.quantized.dynamic.Linear):
+                # open_clip asks its text tower's first MLP layer for the weights' dtype to cast inputs to; a
+                # quantised layer has no weight tensor, so it answers by this attribute, as open_clip's own
+                # int8 layers do.
+                layer.int8_original_dtype = torch.float32
     return module
 
 

@@ -23,6 +23,7 @@ from explain.models.base import (
     OFFLINE_ADVICE,
     TEXT_BATCH,
     EncoderModel,
+    check_gradient_maps,
     check_heatmap_size,
     folder_fingerprint,
     hub_reachable,
@@ -30,6 +31,7 @@ from explain.models.base import (
     resolve_device,
     tower,
 )
+from explain.models.gradient_maps import gradient_features, last_block
 from explain.scoring import normalise
 
 
@@ -117,22 +119,20 @@ class TransformersModel(EncoderModel):
 
     @property
     def map_recipe(self) -> str | None:
-        """Which of `MAP_RECIPES` fits this tower, or None."""
+        """Which of `MAP_RECIPES` fits this tower: a training-free one where the tower's shape is known,
+        else the gradient fallback."""
         tower = getattr(self.model, "vision_model", None)
         if tower is None:
             return None
         if all(hasattr(tower, part) for part in ("embeddings", "pre_layrnorm", "encoder", "post_layernorm")):
-            return "clearclip" if hasattr(self.model, "visual_projection") else None
+            if hasattr(self.model, "visual_projection"):
+                return "clearclip"
         head = getattr(tower, "head", None)
         if isinstance(getattr(head, "attention", None), torch.nn.MultiheadAttention) and hasattr(head, "mlp"):
             return "attention-pool-values"
         if self.family == "align" and hasattr(tower, "pooler"):
             return "average-pool"
-        return None
-
-    @property
-    def map_method(self) -> str:
-        return MAP_RECIPES[self.map_recipe] if self.map_recipe else ""
+        return "gradient"
 
     def map_region(self, picture) -> tuple[int, int, int, int]:
         """SigLIP's processors resize the whole image (no crop): the grid covers all of it."""
@@ -148,7 +148,20 @@ class TransformersModel(EncoderModel):
             return self._pooled_values(image, size)
         if self.map_recipe == "average-pool":
             return self._location_features(image, size)
+        if self.map_recipe == "gradient":
+            return self._gradient_shares(image)
         return self._clearclip(image, size)
+
+    def _gradient_shares(self, image) -> np.ndarray:
+        """The gradient fallback (`explain.models.gradient_maps`) at the vision tower's last block. # [h, w, dim]"""
+        _, block = last_block(self.model.vision_model)
+        pixels = self.pixels_at(image)
+
+        def embed(batch: torch.Tensor) -> torch.Tensor:
+            output = self.model.get_image_features(pixel_values=batch)
+            return output.pooler_output if hasattr(output, "pooler_output") else output
+
+        return gradient_features(embed, block, pixels)
 
     def _pooled_values(self, image, size: int | None) -> np.ndarray:
         """MaskCLIP's value path (Zhou et al., ECCV 2022) through an attention-pooling head (SigLIP's MAP head):
@@ -230,6 +243,9 @@ class TransformersModel(EncoderModel):
         prefix = f"maps of where a descriptor matches are not available for {self.name}: "
         if self.map_recipe is None:
             raise HeatmapsUnavailable(prefix + f"{self.family} has no image tower with a map recipe here")
+        if self.map_recipe == "gradient":
+            check_gradient_maps(self, size, prefix)
+            last_block(self.model.vision_model)
         if size and self.family == "siglip2":
             raise HeatmapsUnavailable(
                 prefix + "SigLIP 2 sees each image at its own aspect in a fixed number of patches, so a finer "
@@ -246,13 +262,6 @@ class TransformersModel(EncoderModel):
     def dim(self) -> int:
         config = self.model.config
         return int(getattr(config, "projection_dim", None) or config.text_config.hidden_size)
-
-
-MAP_RECIPES = {  # the map recipe of each kind of transformers image tower, declared once
-    "clearclip": "ClearCLIP's last block (Lan et al., ECCV 2024)",
-    "attention-pool-values": "MaskCLIP's value path through the attention pool (Zhou et al., ECCV 2022)",
-    "average-pool": "each location's feature of an average-pooled tower",
-}
 
 
 def load_transformers(name: str, device: str = "auto") -> TransformersModel:
