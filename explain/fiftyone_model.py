@@ -264,6 +264,8 @@ class DescryModel(fom.Model, fom.LogitsMixin, fom.SamplesMixin, fom.SupportsGetI
                 descriptor=entry.descriptor,
                 prompt=entry.prompt,
                 score=score,
+                method=maps.method,
+                units=maps.units,
             )
         return out
 

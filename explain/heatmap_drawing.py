@@ -68,8 +68,8 @@ def draw_heatmap(
 
 def write_heatmaps(heatmaps: Heatmaps, image: Image.Image, folder: Path) -> list[Path]:
     """One .npz of the raw grids per image (`grids` [n, grid_h, grid_w] float32, with `prompts`, `descriptors`
-    and `classes` in the same order, `input_size`, `model` and `region`) and one PNG per descriptor, all on one
-    colour scale per image."""
+    and `classes` in the same order, `input_size`, `model`, `region`, `method`, `family`, `units`, and the
+    faithfulness ratios where they were run) and one PNG per descriptor, all on one colour scale per image."""
     folder.mkdir(parents=True, exist_ok=True)
     stem = Path(heatmaps.image).stem or "image"
     entries = heatmaps.entries

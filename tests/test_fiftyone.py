@@ -137,6 +137,8 @@ def test_heatmaps_arrive_as_fiftyone_heatmap_fields(clip_dir, tree):
     sample = dataset.first()
     assert sample["descry_heatmap_tailed_frog_flattened_body"]["descriptor"] == "flattened body"
     assert sample["descry_heatmap_protruding_eyes"]["class_name"] == "tree frog"
+    assert sample["descry_heatmap_protruding_eyes"]["method"].startswith("ClearCLIP")  # how it was made, and units
+    assert sample["descry_heatmap_protruding_eyes"]["units"].startswith("the descriptor's score at each location")
 
 
 def test_a_model_without_heatmaps_is_refused_before_any_sample(siglip_dir, tmp_path):
