@@ -2,6 +2,7 @@
 
 import json
 import re
+import time
 from pathlib import Path
 
 import gradio as gr
@@ -302,6 +303,36 @@ def test_zip_of_an_image_folder_is_evaluated(models, tmp_path, settings):
     assert all(" → " in caption for items in galleries.values() for _, caption in items)
     some_view = next(name for name, items in galleries.items() if items)
     assert evaluate_tab.view_gallery(galleries, some_view)[0][1].split(" → ")[0] in {"tree_frog", "tailed frog"}
+
+
+def test_the_evaluate_status_line_streams_the_stage_and_how_far_it_is(models, tmp_path, settings, monkeypatch):
+    """Progress is streamed into the tab's own status line (Gradio's tracker over an empty Markdown showed
+    only a timer): each stage in words, counted stages with "N of M (P%)", then the run's result."""
+    monkeypatch.setattr(evaluate_tab, "PROGRESS_SECONDS", 0.001)
+    assert evaluate_tab.progress_words((96, 300), "Embedding images with tiny") == (
+        "Embedding images with tiny: 96 of 300 (32%)"
+    )
+    assert evaluate_tab.progress_words(None, "Unpacking the zip") == "Unpacking the zip…"
+    names = ["newt", "toad"]
+    entries = {f"frogs/{name}/{i}.png": png_bytes(7 * k + i) for k, name in enumerate(names) for i in range(40)}
+    archive = make_zip(tmp_path / "data.zip", entries)
+    real = evaluate_tab._steps
+
+    def slow_steps(say):  # a step of this tiny model takes less than the status line's interval here
+        def step(label, total):
+            advance = real(say)(label, total)
+            return lambda count: (time.sleep(0.02), advance(count))
+
+        return step
+
+    monkeypatch.setattr(evaluate_tab, "_steps", slow_steps)
+    steps = list(evaluate_tab.evaluate_with_progress(models, settings, None, {"path": str(archive)}, None, FROGS, None))
+    kinds = [kind for kind, _ in steps]
+    assert kinds[-1] == "done" and set(kinds[:-1]) == {"progress"} and len(kinds) > 2
+    assert "Evaluated 80 images in 2 classes." in steps[-1][1].message
+    said = [words for kind, words in steps[:-1]]
+    assert any(re.fullmatch(r"Embedding images with \S+: \d+ of 80 \(\d+%\)", words) for words in said)
+    assert len(said) == len(set(said))  # a line is sent only when it changes
 
 
 @pytest.mark.parametrize(
@@ -642,6 +673,36 @@ def test_the_heatmap_of_a_descriptor_in_the_page(models, image_file, siglip_dir)
     )
     assert picture is not None and "MaskCLIP" in caption and "siglip tower" in caption
     assert "The grid covers the whole image." in caption
+
+
+def test_a_maps_caption_says_its_units_and_how_faithful_it_is(image_file, tmp_path):
+    """The gradient fallback's map is a share of the score, not the bar, and its caption says so; the
+    faithfulness switch adds the deletion and insertion ratios for the chosen map only."""
+    from tests.tiny_models import save_tiny_open_clip
+
+    pool = ExplainerPool([str(save_tiny_open_clip(tmp_path / "timm", "timm"))], device="cpu")
+    choice = f"tree frog · {FROGS['tree frog'][0]}"
+    picture, caption = heatmaps.descriptor_heatmap(pool, LIMITS, None, image_file, "tree frog", FROGS, choice)
+    assert picture is not None and "each location's share of its score" in caption
+    assert "in logits without the bias" in caption and "the same units as its bar" not in caption
+    assert "gradient × activation" in caption and "TimmModel VisionTransformer tower" in caption
+    assert "Faithfulness" not in caption
+    _, checked = heatmaps.descriptor_heatmap(
+        pool, LIMITS, None, image_file, "tree frog", FROGS, choice, faithfulness=True
+    )
+    assert re.search(r"Faithfulness: deletion ratio -?\d+\.\d\d .* insertion ratio -?\d+\.\d\d", checked)
+    assert "8 steps against 3 random orders" in checked
+
+
+def test_the_faithfulness_caption_reads_its_verdict():
+    found = {"steps": 8, "seeds": 3, "seconds": 1.25}
+    assert "found what drives" in heatmaps.faithfulness_words({**found, "deletion_ratio": 0.5, "insertion_ratio": 2})
+    assert "no better than random" in heatmaps.faithfulness_words(
+        {**found, "deletion_ratio": 1.4, "insertion_ratio": 0.7}
+    )
+    assert "mixed" in heatmaps.faithfulness_words({**found, "deletion_ratio": 0.7, "insertion_ratio": 0.9})
+    assert "not measurable" in heatmaps.faithfulness_words({**found, "deletion_ratio": None, "insertion_ratio": 1})
+    assert heatmaps.faithfulness_words(None) == ""
 
 
 def test_tell_apart_needs_an_llm_and_scores_the_pairs(models, image_file, no_llm):

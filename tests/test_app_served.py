@@ -117,6 +117,14 @@ def test_heatmap_through_gradio_client(client, photo):
         and result["prompt"] == "tree frog, which has protruding eyes"
     )
     assert result["region"] == [10, 0, 70, 60]  # the photo is 80x60: the centre square
+    assert result["method"].startswith("ClearCLIP") and result["family"] == "clip" and result["faithfulness"] is None
+    assert "units of its bar" in result["units"]
+    checked = client.predict(
+        handle_file(str(photo)), "tree frog, tailed frog", "tree frog", "protruding eyes", "", False, "", True,
+        api_name="/heatmap",
+    )  # fmt: skip
+    found = checked["faithfulness"]
+    assert {"deletion_ratio", "insertion_ratio", "deletion_auc", "seconds"} <= set(found) and found["seeds"] == 3
 
 
 def test_differential_through_gradio_client(client, llm_server):
@@ -349,6 +357,9 @@ def test_picking_a_descriptor_shows_its_heatmap(browser, served):
     expect(page.locator("#descry-heatmap-image img")).to_be_visible(timeout=30_000)
     expect(page.locator("#descry-heatmap-caption")).to_contain_text("matches for", timeout=30_000)
     expect(page.locator("#descry-heatmap-caption")).to_contain_text("the same units as its bar")
+    page.locator("#descry-faithful").get_by_role("checkbox").check()
+    expect(page.locator("#descry-heatmap-caption")).to_contain_text("Faithfulness: ", timeout=60_000)
+    expect(page.locator("#descry-heatmap-caption")).to_contain_text("random orders")
     page.close()
 
 
@@ -538,14 +549,22 @@ def test_reload_after_an_upload_says_the_image_was_not_kept(browser, served, pho
     context.close()
 
 
-def test_the_phone_shows_the_answer_in_its_first_screen(browser, served):
-    context = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
-    page = open_page(browser, served, 390, 844, context)
+@pytest.mark.parametrize("width, height", [(390, 844), (740, 1000), (915, 412)])
+def test_a_phone_or_tablet_shows_the_answer_before_the_editor(browser, served, width, height):
+    """A phone upright, a small tablet (where the two columns once wrapped, the results after the editor and
+    the examples) and a phone on its side: the headline and the chart never come after the editor."""
+    context = browser.new_context(viewport={"width": width, "height": height}, is_mobile=True, has_touch=True)
+    page = open_page(browser, served, width, height, context)
     box = page.locator("#descry-headline .descry-answer").bounding_box()
-    assert box["y"] + box["height"] <= 844
     chart = page.locator("#descriptor-plot").bounding_box()
     editor = page.get_by_label("Features, one per line").bounding_box()
-    assert chart["y"] < editor["y"]  # the descriptor chart comes before the editor
+    examples = page.locator("#descry-examples").bounding_box()
+    side_by_side = box["x"] > editor["x"] + editor["width"] / 2
+    assert side_by_side or (box["y"] < editor["y"] and chart["y"] < editor["y"] and box["y"] < examples["y"])
+    if width < 768:
+        assert not side_by_side and box["y"] + box["height"] <= height  # on the first screen
+    else:
+        assert side_by_side and box["y"] < height
     assert page.locator("#descriptor-plot .modebar-container").is_hidden()  # no toolbar over the title
     context.close()
 
@@ -594,16 +613,48 @@ def test_a_refused_drop_on_the_image_leaves_one_message(browser, served, tmp_pat
     page.close()
 
 
-def test_a_sample_of_an_evaluation_opens_in_explain(browser, served, tmp_path):
+def image_zip(path, top: str, classes, count: int, size, stem: str = ""):
+    """A zip of an ImageFolder tree: `top/CLASS/STEMki.png`, `count` random PNGs of `size` per class."""
     import io
 
-    archive = tmp_path / "frogs.zip"
-    with zipfile.ZipFile(archive, "w") as packed:
-        for k, name in enumerate(("tree_frog", "tailed frog")):
-            for i in range(3):
+    with zipfile.ZipFile(path, "w") as packed:
+        for k, name in enumerate(classes):
+            for i in range(count):
                 buffer = io.BytesIO()
-                random_image(10 * k + i, size=(40, 32)).save(buffer, format="PNG")
-                packed.writestr(f"frogs/{name}/sample-{k}{i}.png", buffer.getvalue())
+                random_image(1000 * k + i, size=size).save(buffer, format="PNG")
+                packed.writestr(f"{top}/{name}/{stem}{k}{i}.png", buffer.getvalue())
+    return path
+
+
+WATCH_STATUS = """() => {
+    window.__said = [];
+    window.__status = setInterval(() => {
+        const line = (document.querySelector('#eval-status') || {}).innerText || '';
+        if (line.trim() && window.__said[window.__said.length - 1] !== line.trim()) window.__said.push(line.trim());
+    }, 20);
+}"""
+
+
+def test_the_evaluate_tab_says_what_it_is_doing_while_it_runs(browser, served, tmp_path):
+    """What a visitor sees between the click and the table: the stage and how far it is, in the status line."""
+    archive = image_zip(tmp_path / "many.zip", "pond", ("newt", "toad"), 150, (320, 240))
+    page = open_page(browser, served)
+    page.get_by_role("tab", name="Evaluate a dataset").click()
+    page.locator("input[type=file][accept*='.zip']").set_input_files(str(archive))
+    expect(page.get_by_text("many.zip")).to_be_visible(timeout=30_000)
+    page.evaluate(WATCH_STATUS)
+    page.get_by_role("button", name="Evaluate").click()
+    expect(page.locator("#eval-status")).to_contain_text("Evaluated 300 images", timeout=120_000)
+    seen = page.evaluate("() => { clearInterval(window.__status); return window.__said; }")
+    counted = [line for line in seen if re.fullmatch(r"Embedding images with \S+: [\d,]+ of 300 \(\d+%\)", line)]
+    assert counted, seen  # the stage and its count, not a bare timer
+    first = next(k for k, line in enumerate(seen) if line == "Starting…")
+    assert not any(line.startswith("processing") for line in seen[first:]), "\n".join(seen)  # no bare timer
+    page.close()
+
+
+def test_a_sample_of_an_evaluation_opens_in_explain(browser, served, tmp_path):
+    archive = image_zip(tmp_path / "frogs.zip", "frogs", ("tree_frog", "tailed frog"), 3, (40, 32), "sample-")
     page = open_page(browser, served)
     page.get_by_role("tab", name="Evaluate a dataset").click()
     page.locator("input[type=file][accept*='.zip']").set_input_files(str(archive))

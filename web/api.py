@@ -68,12 +68,14 @@ def api_heatmap(
     descriptors: str = "",
     alone: bool = False,
     model: str = "",
+    faithfulness: bool = False,
 ) -> dict:
-    """One descriptor's heatmap, as plain numbers."""
+    """One descriptor's heatmap, as plain numbers; with `faithfulness`, its deletion and insertion test too."""
     data = _descriptor_set(descriptors, limits)
-    heatmaps = heatmaps_for(
-        models, limits, model or None, _image(image), upload_name(image), classes, data, class_name, bool(alone)
-    )
+    picture, name = _image(image), upload_name(image)
+    checked = descriptor if faithfulness else None
+    chosen = (classes, data, class_name, bool(alone), checked)
+    heatmaps = heatmaps_for(models, limits, model or None, picture, name, *chosen)
     return heatmaps.record(heatmaps.find(class_name, descriptor))
 
 
@@ -146,6 +148,7 @@ class Endpoints:
         descriptors: str = "",
         alone: bool = False,
         model: str = "",
+        faithfulness: bool = False,
     ) -> dict:
         """Where in the image one descriptor matches: its score at every location (the tower's map recipe, named).
 
@@ -157,13 +160,20 @@ class Endpoints:
             descriptors: a JSON object {"class": ["feature", ...]}; "" uses the shipped demo set.
             alone: true to map the descriptor without its class name in the prompt.
             model: one of the app's models; "" uses the first.
+            faithfulness: true to test the map against random orders (deletion and insertion; 72 image passes).
         Returns:
-            {"grid": [[score, ...], ...] (rows top to bottom, in the same units as the descriptor's bar),
-            "grid_size": [rows, columns], "prompt": the text encoded, "region": [left, top, right, bottom] of the
-            image the grid covers, "input_size": null or the square size fed to the model}.
+            {"grid": [[number, ...], ...] (rows top to bottom), "units": what the numbers are (most towers: the
+            descriptor's score in the units of its bar; the gradient fallback: each location's share of it),
+            "method" and "family": the recipe and the tower it was chosen for, "grid_size": [rows, columns],
+            "prompt": the text encoded, "region": [left, top, right, bottom] of the image the grid covers,
+            "input_size": null or the square size fed to the model, "faithfulness": null, or deletion_ratio
+            and insertion_ratio (below 1 and above 1: the map found what drives the score), their areas, the
+            random orders' areas, steps, seeds and seconds}.
         """
         ctx = self.ctx
-        return api_heatmap(ctx.models, ctx.limits, image, classes, class_name, descriptor, descriptors, alone, model)
+        return api_heatmap(
+            ctx.models, ctx.limits, image, classes, class_name, descriptor, descriptors, alone, model, faithfulness
+        )
 
     def differential(self, class_a: str, class_b: str, token: str = "", request: gr.Request = None) -> dict:
         """Ask the app's LLM what visual features tell one class from another, as pairs.

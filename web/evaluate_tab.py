@@ -9,7 +9,9 @@ the dataset, shows progress, and turns the run into a table and galleries.
 
 from __future__ import annotations
 
+import queue
 import shutil
+import threading
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -260,18 +262,62 @@ def _sources(ctx) -> None:
     ui.report_file = gr.File(label="report.html (self-contained)", interactive=False, visible=False)
 
 
+def progress_words(progress, desc: str | None = None) -> str:
+    """What the status line says for one progress call (Gradio's `Progress` signature): the stage, and where
+    it counts, how far it is."""
+    stage = desc or "Working"
+    if isinstance(progress, tuple) and progress[1]:
+        done, total = progress
+        return f"{stage}: {done:,} of {total:,} ({100 * done / total:.0f}%)"
+    return f"{stage}…"
+
+
+def evaluate_with_progress(models, settings, model_names, zip_value, folder_value, descriptors, limit_value):
+    """Run `evaluate_upload` in a thread and yield ("progress", words) at most every `PROGRESS_SECONDS` while
+    it runs, then ("done", Evaluated). The words go in the tab's own status line: Gradio's tracker over an
+    empty Markdown is a line too short to show its bar or its stage."""
+    said: queue.SimpleQueue[str] = queue.SimpleQueue()
+    finished: list[Evaluated] = []
+
+    def work() -> None:
+        say = lambda progress=None, desc=None, **_: said.put(progress_words(progress, desc))  # noqa: E731
+        args = (zip_value, folder_value, descriptors, limit_value, say)
+        finished.append(evaluate_upload(models, settings, model_names, *args))
+
+    worker = threading.Thread(target=work, name="descry-evaluate", daemon=True)
+    worker.start()
+    shown = "Starting…"
+    yield "progress", shown
+    while worker.is_alive():
+        worker.join(PROGRESS_SECONDS)
+        latest = shown
+        while not said.empty():
+            latest = said.get()
+        if latest != shown and worker.is_alive():
+            shown = latest
+            yield "progress", latest
+    yield "done", finished[0] if finished else Evaluated(message="**Could not evaluate:** the run was stopped.")
+
+
+PROGRESS_SECONDS = 0.2  # how often the status line may change while a dataset is evaluated
+
+
 def wire(ctx) -> None:
     ui = ctx.ui
 
-    def run(model_names, zip_value, folder_value, descriptors, limit_value, progress=gr.Progress()):
-        done = evaluate_upload(
-            ctx.models, ctx.settings, model_names, zip_value, folder_value, descriptors, limit_value, progress
+    def run(model_names, zip_value, folder_value, descriptors, limit_value):
+        steps = evaluate_with_progress(
+            ctx.models, ctx.settings, model_names, zip_value, folder_value, descriptors, limit_value
         )
-        ran, views = done.report is not None, list(done.galleries)
-        picker = gr.update(choices=views, value=views[0] if views else None, visible=ran and bool(views))
-        table = gr.update(value=done.rows, visible=ran)
-        report = gr.update(value=done.report, visible=ran)
-        return table, gr.update(visible=ran), report, done.galleries, picker, done.classes, done.message
+        for kind, found in steps:
+            if kind == "progress":
+                yield *(gr.skip(),) * 6, found
+                continue
+            ran, views = found.report is not None, list(found.galleries)
+            picker = gr.update(choices=views, value=views[0] if views else None, visible=ran and bool(views))
+            table = gr.update(value=found.rows, visible=ran)
+            report = gr.update(value=found.report, visible=ran)
+            yield table, gr.update(visible=ran), report, found.galleries, picker, found.classes, found.message
 
     def show_view(galleries, name):
         items = view_gallery(galleries, name)
@@ -297,7 +343,7 @@ def wire(ctx) -> None:
             ui.eval_status,
         ],
         api_visibility="private",
-        show_progress_on=[ui.eval_status],
+        show_progress="hidden",  # the status line says the stage and how far it is (see evaluate_with_progress)
     )
     finished.then(show_view, [ui.galleries, ui.view_picker], ui.view_images, api_visibility="private")
     ui.view_picker.change(show_view, [ui.galleries, ui.view_picker], ui.view_images, api_visibility="private")

@@ -50,8 +50,11 @@ CSS = """
 #eval-metrics .table-wrap, #eval-metrics table { overflow-x: auto; }
 /* On a touch screen or a phone plotly's toolbar would sit over every chart's title. */
 @media (hover: none), (max-width: 720px) { .js-plotly-plot .modebar-container { display: none !important; } }
-/* On a phone the answer comes first: image and classes, then the headline and charts, then the editor. */
-@media (max-width: 720px) {
+/* On a phone or a narrow tablet the answer comes first: image and classes, then the headline and charts,
+   then the editor. Below 768 px Gradio's page is too narrow for the two columns side by side (they would wrap,
+   the results under the editor and examples); from 768 px they stay side by side and never wrap. */
+@media (min-width: 768px) { #descry-explain { flex-wrap: nowrap; } }
+@media (max-width: 767px) {
     #descry-explain { flex-direction: column; }
     #descry-inputs { display: contents; }
     #descry-image { order: 1; }
