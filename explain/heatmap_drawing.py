@@ -35,6 +35,14 @@ def upsampled(grid: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.asarray(Image.fromarray(grid.astype(np.float32), mode="F").resize(size, Image.Resampling.BILINEAR))
 
 
+def scale_ends(low: float, high: float) -> tuple[str, str]:
+    """A scale's two ends in words that tell them apart: two decimals for scores (logits span whole units),
+    three significant figures for a narrow span (gradient shares can be 1e-9 logits), never "0.00 to 0.00"."""
+    if high - low >= 0.05:
+        return f"{low:.2f}", f"{high:.2f}"
+    return f"{low:.3g}", f"{high:.3g}"
+
+
 def draw_heatmap(
     image: Image.Image,
     grid: np.ndarray,
@@ -58,8 +66,9 @@ def draw_heatmap(
     ramp = colour(np.linspace(0, 1, max(image.width - 120, 10))[None, :].repeat(10, axis=0))
     canvas.paste(Image.fromarray(ramp), (60, image.height + 9))
     draw = ImageDraw.Draw(canvas)
-    draw.text((4, image.height + 8), f"{low:.2f}", fill="black")
-    draw.text((image.width - 56, image.height + 8), f"{high:.2f}", fill="black")
+    ends = scale_ends(low, high)
+    draw.text((4, image.height + 8), ends[0], fill="black")
+    draw.text((image.width - 56, image.height + 8), ends[1], fill="black")
     if label:
         draw.rectangle((0, 0, min(image.width, 8 + 6 * len(label)), 16), fill="white")
         draw.text((4, 2), label, fill="black")

@@ -131,6 +131,14 @@ def test_average_pooled_maps_average_back_to_the_image_feature(tmp_path):
     assert heatmaps.method.startswith("each location's feature") and heatmaps.family == "align"
 
 
+def test_a_scales_ends_are_never_the_same_words():
+    from explain.heatmap_drawing import scale_ends
+
+    assert scale_ends(21.386, 25.904) == ("21.39", "25.90")  # real CLIP scores: two decimals
+    assert scale_ends(-3.1e-9, 3.4e-9) == ("-3.1e-09", "3.4e-09")  # gradient shares of a layer-normed tower
+    assert scale_ends(0.0123, 0.0351) == ("0.0123", "0.0351")
+
+
 def test_drawn_heatmaps_show_high_and_low_where_they_are():
     image = random_image(9, size=(60, 40)).convert("RGB")
     grid = np.array([[0.0, 10.0], [0.0, 10.0]], dtype=np.float32)  # right half high

@@ -18,7 +18,7 @@ from PIL import Image
 from descriptors.limits import RequestLimits
 from explain import ExplainerPool, ExplainError, Heatmaps, open_image
 from explain.faithfulness import SEEDS, STEPS
-from explain.heatmap_drawing import draw_heatmap
+from explain.heatmap_drawing import draw_heatmap, scale_ends
 from web.messages import USER_ERRORS
 from web.uploads import file_path
 
@@ -107,12 +107,13 @@ def descriptor_heatmap(
     low, high = (float(entry.grid.min()), float(entry.grid.max())) if own_scale else heatmaps.scale(class_name)
     scale = "this heatmap's own range" if own_scale else f"one scale for all of {class_name}'s descriptors"
     height, width = entry.grid.shape
+    ends = scale_ends(low, high)
     bar = heatmaps.units.startswith(BAR_UNITS_START)
-    what = "its score" if bar else "each location's share of its score"
+    what = "its score at each" if bar else "each location's share of its score, at each"
     units = "in the same units as its bar" if bar else f"units: {heatmaps.units}"
     caption = (
-        f"Where “{descriptor}” matches for {class_name}: {what} at each of {height}×{width} locations, "
-        f"from {low:.2f} (dark blue) to {high:.2f} (yellow), {units}; colours on {scale}. "
+        f"Where “{descriptor}” matches for {class_name}: {what} of {height}×{width} locations, "
+        f"from {ends[0]} (dark blue) to {ends[1]} (yellow), {units}; colours on {scale}. "
         f"Prompt: “{entry.prompt}”. "
         + (
             "The grid covers the whole image. "
