@@ -461,3 +461,45 @@ def test_forward_and_reverse_differentiation_give_the_same_shares(tmp_path, clip
         assert forward.shape == reverse.shape and np.abs(reverse).max() > 0
         np.testing.assert_allclose(forward, reverse, atol=0.06 * np.abs(reverse).max())  # float32 (see above)
         assert np.corrcoef(forward.ravel(), reverse.ravel())[0, 1] > 0.995
+
+
+def test_a_timm_vit_with_a_fused_projection_maps_clearclip_too(tmp_path):
+    """timm's plain ViT pooled by its class token: one fused query-key-value projection, whose key rows the
+    recipe's copy overwrites with the query's. By hand: q and v from the fused weights, query-query
+    attention, the output projection and the layer scale, then the trunk's norms and head; the model's
+    own weights are left as they were."""
+    model = load_model(str(save_tiny_open_clip(tmp_path / "vit", "timm-token")), "cpu", precision="fp32")
+    trunk = model.model.visual.trunk
+    before = trunk.blocks[-1].attn.qkv.weight.detach().clone()
+    image = random_image(15, size=(40, 40))
+    pixels = model.image_processor(images=[image])["pixel_values"]
+    with torch.no_grad():
+        x = trunk.norm_pre(trunk._pos_embed(trunk.patch_embed(pixels)))
+        for block in trunk.blocks[:-1]:
+            x = block(x)
+        last = trunk.blocks[-1]
+        attention, h = last.attn, last.norm1(x)
+        heads, width = attention.num_heads, h.shape[-1]
+        q, _, v = (h @ attention.qkv.weight.T + attention.qkv.bias).split(width, dim=-1)
+        split = lambda t: t.reshape(1, t.shape[1], heads, -1).transpose(1, 2)  # noqa: E731
+        q, v = attention.q_norm(split(q)), split(v)
+        mixed = torch.softmax(q @ q.transpose(-1, -2) * attention.scale, dim=-1) @ v
+        mixed = last.ls1(attention.proj(attention.norm(mixed.transpose(1, 2).reshape(1, h.shape[1], width))))
+        expected = trunk.head(trunk.fc_norm(trunk.norm(mixed[0, trunk.num_prefix_tokens :])))
+        features = model.location_features(pixels)
+    assert features.reshape(expected.shape).numpy() == pytest.approx(expected.numpy(), abs=1e-5)
+    assert torch.equal(trunk.blocks[-1].attn.qkv.weight, before)
+    assert Explainer(model).heatmaps(image, FROGS, ["tree frog"]).method.startswith("ClearCLIP")
+
+
+def test_a_block_off_the_way_to_the_embedding_is_refused_in_words():
+    from explain.errors import HeatmapsUnavailable
+    from explain.models.gradient_maps import gradient_features, reverse_mode
+
+    used, unused = torch.nn.Conv2d(3, 4, 1), torch.nn.Conv2d(4, 4, 1)
+    embed = lambda pixels: used(pixels).mean(dim=(2, 3))  # noqa: E731
+    pixels = torch.rand(1, 3, 4, 4)
+    for find in (gradient_features, reverse_mode):
+        with pytest.raises(HeatmapsUnavailable, match="not on the way to the image embedding"):
+            find(embed, unused, pixels)
+    assert gradient_features(embed, used, pixels).shape == (4, 4, 4)  # a 4x4 grid of 4-dimensional shares

@@ -295,6 +295,18 @@ OPEN_CLIP_CONFIGS = {
             "timm_proj": None,
         },
     },
+    # A timm ViT pooled by its class token (fused query-key-value projection), as timm's CLIP ViTs are.
+    "timm-token": {
+        "embed_dim": 16,
+        "text_cfg": OPEN_CLIP_TEXT,
+        "vision_cfg": {
+            "image_size": 32,
+            "timm_model_name": "descry_tiny_vit",
+            "timm_model_pretrained": False,
+            "timm_pool": "token",
+            "timm_proj": None,
+        },
+    },
     # A timm ViT pooled by a MAP head, with no class token, as open_clip's SigLIP towers are.
     "siglip": {
         "embed_dim": 32,
@@ -341,6 +353,11 @@ def register_tiny_timm_towers() -> None:
         shape = dict(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2, ref_feat_shape=(4, 4))
         style = dict(qkv_fused=False, mlp_ratio=4 * 2 / 3, swiglu_mlp=True, scale_mlp=True, scale_attn_inner=True)
         return Eva(**shape, **style, use_rot_pos_emb=True, **_built(kwargs))
+
+    @register_model
+    def descry_tiny_vit(pretrained: bool = False, **kwargs) -> VisionTransformer:
+        shape = dict(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2)
+        return VisionTransformer(**shape, init_values=0.5, **_built(kwargs))
 
     @register_model
     def descry_tiny_siglip(pretrained: bool = False, **kwargs) -> VisionTransformer:

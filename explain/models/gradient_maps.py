@@ -31,6 +31,7 @@ METHOD = "gradient × activation at the last block's input (Grad-ECLIP's first-o
 UNITS = "each location's first-order share of scale · cosine (gradient × activation), in logits without the bias"
 BLOCK_LISTS = re.compile(r"(blocks|resblocks|layers|layer\d*|stages)$")  # how towers name their lists of blocks
 CHUNK = 64  # embedding dimensions per batched backward pass
+NOT_ON_THE_PATH = "the last block found in its tower is not on the way to the image embedding"
 
 
 def last_block(tower: torch.nn.Module) -> tuple[str, torch.nn.Module]:
@@ -94,6 +95,8 @@ def _forward_mode(embed, block, pixels: torch.Tensor) -> np.ndarray:
         with torch.no_grad(), forward_ad.dual_level(), sdpa_kernel([SDPBackend.MATH]):
             while state["start"] < state.get("total", 1):
                 unit = torch.nn.functional.normalize(embed(pixels).float(), dim=-1)
+                if "total" not in state:
+                    raise HeatmapsUnavailable(NOT_ON_THE_PATH)
                 moved = forward_ad.unpack_dual(unit).tangent
                 if moved is None:
                     raise RuntimeError("the embedding carries no forward derivative")
@@ -145,6 +148,8 @@ def reverse_mode(embed, block, pixels: torch.Tensor, chunk: int = CHUNK) -> np.n
         with torch.inference_mode(False), torch.enable_grad():
             state["rows"] = 1
             dim = embed(pixels).shape[-1]
+            if "input" not in state:
+                raise HeatmapsUnavailable(NOT_ON_THE_PATH)
             shares = []
             for start in range(0, dim, chunk):
                 dims = torch.arange(start, min(start + chunk, dim))

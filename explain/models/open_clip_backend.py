@@ -132,11 +132,12 @@ class OpenClipModel(EncoderModel):
             return {"tok": "vit-token", "avg": "vit-average"}.get(visual.pool_type, "other")
         if kind == "TimmModel":
             trunk = visual.trunk
-            attention = getattr(getattr(trunk, "blocks", [None])[-1], "attn", None)
+            last = trunk.blocks[-1] if len(getattr(trunk, "blocks", ())) else None
             pool = getattr(trunk, "attn_pool", None)
             if pool is not None and hasattr(pool, "kv") and getattr(pool, "latent_len", 0) == 1:
                 return "timm-attention-pool"
-            if attention is not None and getattr(trunk, "global_pool", "") == "token" and pool is None:
+            pre_norm = last is not None and hasattr(last, "norm1") and "Post" not in type(last).__name__
+            if pre_norm and hasattr(last, "attn") and getattr(trunk, "global_pool", "") == "token" and pool is None:
                 return "timm-token"
         return "other"
 
