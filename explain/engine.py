@@ -191,7 +191,7 @@ class Explainer:
         )
         model = self.model
         region = model.map_region(picture)  # the part of the picture the grid covers
-        how = (model.map_method, model.family, model.map_units)
+        how = (model.map_method, model.family, model.map_units, model.map_in_bar_units)
         return Heatmaps(label, model.name, size, alone, entries, region, *how)
 
     def with_faithfulness(

@@ -141,6 +141,7 @@ class Heatmaps:
     method: str = ""  # how the maps were made, citing the method (the tower's recipe)
     family: str = ""  # the model family the recipe was chosen for
     units: str = ""  # what the grids' numbers are (most recipes: the descriptor's bar at each location)
+    bar_units: bool = True  # whether they are the bar's units (False: a share of the score, as gradients give)
 
     @property
     def grids(self) -> np.ndarray:

@@ -418,6 +418,7 @@ def test_the_gradient_fallback_equals_each_descriptors_own_backward_pass(tmp_pat
     heatmaps = Explainer(model).heatmaps(image, FROGS, ["tree frog", "tailed frog"])
     assert heatmaps.grids.shape[1:] == (14, 14) and "gradient" in heatmaps.method
     assert "without the bias" in heatmaps.units and heatmaps.record(heatmaps.entries[0])["units"] == heatmaps.units
+    assert not heatmaps.bar_units and not model.map_in_bar_units
     for entry in heatmaps.entries:
         expected = gradient_share(model, image, entry.prompt, block)
         np.testing.assert_allclose(entry.grid, expected, rtol=1e-3, atol=1e-6 * np.abs(expected).max())

@@ -108,7 +108,7 @@ def descriptor_heatmap(
     scale = "this heatmap's own range" if own_scale else f"one scale for all of {class_name}'s descriptors"
     height, width = entry.grid.shape
     ends = scale_ends(low, high)
-    bar = heatmaps.units.startswith(BAR_UNITS_START)
+    bar = heatmaps.bar_units
     what = "its score at each" if bar else "each location's share of its score, at each"
     units = "in the same units as its bar" if bar else f"units: {heatmaps.units}"
     caption = (
@@ -124,9 +124,6 @@ def descriptor_heatmap(
         + faithfulness_words(entry.faithfulness)
     )
     return draw_heatmap(picture, entry.grid, low, high, heatmaps.region), caption.strip()
-
-
-BAR_UNITS_START = "the descriptor's score at each location"  # how explain.models words a map in its bar's units
 
 
 def faithfulness_words(found: dict | None) -> str:

@@ -260,11 +260,17 @@ class EncoderModel(ABC):
         return MAP_RECIPES[self.map_recipe].units if self.map_recipe else ""
 
     @property
+    def map_in_bar_units(self) -> bool:
+        """Whether this model's maps are in its bars' units (the training-free recipes), not a share of the
+        score (the gradient fallback)."""
+        recipe = MAP_RECIPES.get(self.map_recipe or "")
+        return recipe is None or recipe.units == BAR_UNITS
+
+    @property
     def map_bias(self) -> float:
         """What is added to scale · (features · text) at each location: the logit bias where a map is in the
         bar's units, nothing where it is a share of the score."""
-        recipe = MAP_RECIPES.get(self.map_recipe or "")
-        return self.logit_bias if recipe is None or recipe.units == BAR_UNITS else 0.0
+        return self.logit_bias if self.map_in_bar_units else 0.0
 
     def map_region(self, picture: Image.Image) -> tuple[int, int, int, int]:
         """The part of `picture` the map's grid covers: CLIP-style processors scale the short side and crop the
