@@ -301,23 +301,29 @@ def test_an_attention_pooled_resnet_maps_the_pool_with_its_attention_on_one_loca
     assert "MaskCLIP" in heatmaps.method and heatmaps.family == "open_clip ModifiedResNet"
 
 
-def test_an_attention_pooled_open_clip_vit_maps_its_pooler_with_one_location(tmp_path):
-    """CoCa's layout: open_clip's attentional pooler (256 queries, the first one's output normalised and
-    projected is the embedding). At each patch the value path equals the pooler's own forward when the patch
-    is its only key; and the same steps with every token as keys give open_clip's embedding."""
-    model = load_model(str(save_tiny_open_clip(tmp_path / "coca", "coca")), "cpu", precision="fp32")
+@pytest.mark.parametrize("variant", ["coca", "coca-parallel"])
+def test_an_attention_pooled_open_clip_vit_maps_its_pooler_with_one_location(tmp_path, variant):
+    """CoCa's layouts: open_clip's attentional pooler (256 queries, the first one's output normalised and
+    projected is the embedding), or the paper's contrastive pooler beside it. At each patch the value path
+    equals open_clip's own pooling code (`_pool`, then the projection) given that patch as its only token;
+    given every token, the same code gives open_clip's embedding."""
+    model = load_model(str(save_tiny_open_clip(tmp_path / variant, variant)), "cpu", precision="fp32")
     visual = model.model.visual
     assert type(model.model).__name__ == "CoCa" and visual.attn_pool is not None
+
+    def pooled(tokens):
+        return visual._pool(tokens)[0].reshape(len(tokens), -1) @ visual.proj
+
     image = random_image(9, size=(48, 40))
     pixels = model.image_processor(images=[image])["pixel_values"]
     with torch.no_grad():
         tokens = visual.transformer(visual._embeds(pixels))  # [1, 1 + patches, width]
-        whole = visual.ln_post(visual.attn_pool(tokens))[:, 0] @ visual.proj
-        alone = [visual.ln_post(visual.attn_pool(tokens[:, t : t + 1]))[0, 0] @ visual.proj for t in range(1, 17)]
+        alone = [pooled(tokens[:, t : t + 1])[0] for t in range(1, tokens.shape[1])]
         features = model.location_features(pixels)
-        embedding = model.model.encode_image(pixels, normalize=False)[0]
-    assert whole[0].numpy() == pytest.approx(embedding.numpy(), abs=1e-5)
-    assert features.reshape(16, -1).numpy() == pytest.approx(torch.stack(alone).numpy(), abs=1e-5)
+        embedding = model.model.encode_image(pixels, normalize=False).reshape(-1)
+        whole = pooled(tokens)[0]
+    assert whole.numpy() == pytest.approx(embedding.numpy(), abs=1e-5)
+    assert features.reshape(len(alone), -1).numpy() == pytest.approx(torch.stack(alone).numpy(), abs=1e-5)
     heatmaps = Explainer(model).heatmaps(image, FROGS, ["tree frog"])
     assert "MaskCLIP" in heatmaps.method and heatmaps.entries[0].grid.shape == (4, 4)
 

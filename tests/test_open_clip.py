@@ -12,8 +12,10 @@ from explain.evaluate import PromptRecipe, run_evaluation
 from tests.conftest import FROGS, random_image
 from tests.tiny_models import save_tiny_open_clip
 
+TOWERS = ["quickgelu", "bias", "timm", "coca", "coca-parallel", "eva", "siglip", "timm-token"]
 
-@pytest.fixture(scope="module", params=["quickgelu", "bias", "timm", "coca", "eva", "siglip"])
+
+@pytest.fixture(scope="module", params=TOWERS)
 def open_clip_dir(request, tmp_path_factory):
     return save_tiny_open_clip(tmp_path_factory.mktemp("oc") / request.param, request.param)
 
@@ -24,7 +26,8 @@ def reference_scores(folder, image, prompts):
     tokenizer = open_clip.get_tokenizer(f"local-dir:{folder}")
     model.eval()
     with torch.no_grad():
-        image_features = torch.nn.functional.normalize(model.encode_image(preprocess(image)[None]), dim=-1)
+        image_features = model.encode_image(preprocess(image)[None]).reshape(1, -1)  # CoCa "parallel": [1, 1, dim]
+        image_features = torch.nn.functional.normalize(image_features, dim=-1)
         text_features = torch.nn.functional.normalize(model.encode_text(tokenizer(prompts)), dim=-1)
         logits = model.logit_scale.exp() * image_features @ text_features.T
         if getattr(model, "logit_bias", None) is not None:

@@ -282,6 +282,16 @@ OPEN_CLIP_CONFIGS = {
         "vision_cfg": {**OPEN_CLIP_VIT, "attentional_pool": True, "attn_pooler_heads": 2, "output_tokens": True},
         "multimodal_cfg": {"context_length": 16, "vocab_size": 49408, "width": 16, "heads": 2, "layers": 1},
     },
+    # The same with the pooling the CoCa paper describes: a contrastive pooler of one query beside the
+    # captioning one, both over the normalised tokens ("parallel"). open_clip 3.3 runs it only where the
+    # tower's width is the embedding's size (its final norm is built for the one and applied to the other).
+    "coca-parallel": {
+        "embed_dim": 32,
+        "custom_text": True,
+        "text_cfg": {**OPEN_CLIP_TEXT, "embed_cls": True, "output_tokens": True},
+        "vision_cfg": {**OPEN_CLIP_VIT, "attentional_pool": "parallel", "attn_pooler_heads": 2, "output_tokens": True},
+        "multimodal_cfg": {"context_length": 16, "vocab_size": 49408, "width": 16, "heads": 2, "layers": 1},
+    },
     # A timm Eva tower pooled by its class token, built as EVA02-CLIP's (rotary embeddings, SwiGLU, an inner
     # attention norm, separate query, key and value projections), at a tiny size.
     "eva": {

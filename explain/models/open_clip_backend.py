@@ -103,7 +103,13 @@ class OpenClipModel(EncoderModel):
     @tower
     def encode_pixels(self, pixels: dict[str, torch.Tensor]) -> np.ndarray:
         images = pixels["pixel_values"].to(self.device, self.dtype)
-        return normalise(self.model.encode_image(images).float().cpu().numpy())
+        return normalise(self.image_features(images).float().cpu().numpy())
+
+    def image_features(self, pixels: torch.Tensor) -> torch.Tensor:
+        """open_clip's image embedding before normalisation, one row per image (CoCa's "parallel" pooling
+        keeps its single query as an axis of its own). # [n_images, dim]"""
+        features = self.model.encode_image(pixels)
+        return features.reshape(features.shape[0], -1)  # rows as encoded (a map's gradient passes add rows)
 
     @property
     def family(self) -> str:
@@ -188,7 +194,7 @@ class OpenClipModel(EncoderModel):
     def _gradient_shares(self, pixels: torch.Tensor) -> np.ndarray:
         """The gradient fallback (`explain.models.gradient_maps`) at the tower's last block. # [h, w, dim]"""
         _, block = last_block(self.model.visual)
-        return gradient_features(self.model.encode_image, block, pixels)
+        return gradient_features(self.image_features, block, pixels)
 
     def _clearclip(self, visual, pixels: torch.Tensor) -> torch.Tensor:
         """ClearCLIP (Lan et al., ECCV 2024) on open_clip's own ViT: the last block's query-query attention, with
