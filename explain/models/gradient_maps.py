@@ -4,17 +4,18 @@ For a tower that none of the training-free recipes follows (a timm ConvNeXt,
 an average-pooled timm ViT, ...), a location's share of a descriptor's score
 is, to first order, the gradient of the score with respect to that location's
 activations at the input of the tower's last block, times those activations,
-summed over channels (gradient × input, Shrikumar et al. 2016; applied to CLIP
-as in Grad-ECLIP, Zhao et al., ICML 2024, without its attention weighting).
+summed over channels (gradient × input, Shrikumar et al., 2016). It is the
+plainer of the two fallbacks the field uses; Grad-ECLIP (Zhao et al., ICML
+2024) adds attention weights and rectification, which are not built here.
 The score is scale · cos(image, text), linear in the unit text embedding t, so
 location l's share is scale · t · M[l], where M[l] = Σ_c (∂u/∂a_lc) a_lc and u
 is the image's unit embedding: one vector per location serves every
 descriptor, as the other recipes' features do. M is found by forward-mode
 differentiation, one batch row per location, or where a tower has an
 operation without a forward derivative, by backward passes batched over the
-embedding's dimensions. The shares
-are in logits without the bias; they are not the descriptor's bar at that
-location. This module knows towers only through the block it is handed.
+embedding's dimensions. The shares are in logits without the bias; they are
+not the descriptor's bar at that location. This module knows towers only
+through the block it is handed.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import torch
 
 from explain.errors import HeatmapsUnavailable
 
-METHOD = "gradient × activation at the last block's input (Grad-ECLIP's first-order share, Zhao et al., ICML 2024)"
+METHOD = "gradient × activation at the last block's input (gradient × input, Shrikumar et al., 2016)"
 UNITS = "each location's first-order share of scale · cosine (gradient × activation), in logits without the bias"
 BLOCK_LISTS = re.compile(r"(blocks|resblocks|layers|layer\d*|stages)$")  # how towers name their lists of blocks
 CHUNK = 64  # embedding dimensions per batched backward pass

@@ -245,7 +245,10 @@ class TransformersModel(EncoderModel):
             raise HeatmapsUnavailable(prefix + f"{self.family} has no image tower with a map recipe here")
         if self.map_recipe == "gradient":
             check_gradient_maps(self, size, prefix)
-            last_block(self.model.vision_model)
+            try:
+                last_block(self.model.vision_model)
+            except HeatmapsUnavailable as error:
+                raise HeatmapsUnavailable(prefix + str(error)) from None
         if size and self.family == "siglip2":
             raise HeatmapsUnavailable(
                 prefix + "SigLIP 2 sees each image at its own aspect in a fixed number of patches, so a finer "
