@@ -29,6 +29,7 @@ from PIL import Image
 from explain.errors import HeatmapsUnavailable, ModelLoadError
 from explain.models.gradient_maps import METHOD as GRADIENT_METHOD
 from explain.models.gradient_maps import UNITS as GRADIENT_UNITS
+from explain.models.gradient_maps import last_block
 from explain.models.precision import CACHE_NAMES, autocast, prepare_module, resolve_precision
 
 DEFAULT_MODEL = "openai/clip-vit-base-patch32"
@@ -153,8 +154,23 @@ def check_heatmap_size(size: int | None) -> None:
         raise HeatmapsUnavailable(f"a heatmap size of {size} px is outside 32 to {MAX_HEATMAP_SIZE} px")
 
 
-def check_gradient_maps(model: EncoderModel, size: int | None, prefix: str) -> None:
-    """Refuse what the gradient fallback cannot do: a finer grid, or a tower packed to int8."""
+def query_query_attention(q: torch.Tensor, v: torch.Tensor, heads: int) -> torch.Tensor:
+    """ClearCLIP's attention (Lan et al., ECCV 2024): each token attends to the values by softmax(q qᵀ / √d)
+    of its own queries, head by head; the heads joined again, before the output projection.
+    q, v: [batch, tokens, width] -> [batch, tokens, width]"""
+    batch, tokens, width = q.shape
+    q, v = (t.view(batch, tokens, heads, width // heads).transpose(1, 2) for t in (q, v))  # [batch, heads, tokens, d]
+    weights = torch.softmax(q @ q.transpose(-1, -2) * (width // heads) ** -0.5, dim=-1)
+    return (weights @ v).transpose(1, 2).reshape(batch, tokens, width)
+
+
+def check_gradient_maps(model: EncoderModel, tower: torch.nn.Module, size: int | None, prefix: str) -> None:
+    """Refuse what the gradient fallback cannot do: a finer grid, a tower packed to int8, or one without a
+    list of blocks to take gradients at."""
+    try:
+        last_block(tower)
+    except HeatmapsUnavailable as error:
+        raise HeatmapsUnavailable(prefix + str(error)) from None
     if size is not None:
         raise HeatmapsUnavailable(
             f"a finer grid for {model.name} is not offered: its maps come from gradients at its own input size"

@@ -30,6 +30,7 @@ from explain.models.base import (
     check_heatmap_size,
     folder_fingerprint,
     hub_reachable,
+    query_query_attention,
     quiet_loading,
     resolve_device,
     tower,
@@ -160,11 +161,7 @@ class OpenClipModel(EncoderModel):
         check_heatmap_size(size)
         prefix = f"maps of where a descriptor matches are not available for {self.name}: "
         if self.map_recipe == "gradient":
-            check_gradient_maps(self, size, prefix)
-            try:
-                last_block(self.model.visual)
-            except HeatmapsUnavailable as error:
-                raise HeatmapsUnavailable(prefix + str(error)) from None
+            check_gradient_maps(self, self.model.visual, size, prefix)
         elif size is not None:
             raise HeatmapsUnavailable(
                 f"a finer grid for {self.name} would need its tower's position embeddings interpolated, which "
@@ -207,14 +204,10 @@ class OpenClipModel(EncoderModel):
         x = x if batch_first else x.transpose(0, 1)
         last = visual.transformer.resblocks[-1]
         h = last.ln_1(x)
-        batch, tokens, width = h.shape
-        heads = last.attn.num_heads
         w_q, _, w_v = last.attn.in_proj_weight.chunk(3)
         b_q, _, b_v = last.attn.in_proj_bias.chunk(3)
-        q = torch.nn.functional.linear(h, w_q, b_q).view(batch, tokens, heads, width // heads).transpose(1, 2)
-        v = torch.nn.functional.linear(h, w_v, b_v).view(batch, tokens, heads, width // heads).transpose(1, 2)
-        weights = torch.softmax(q @ q.transpose(-1, -2) * (width // heads) ** -0.5, dim=-1)
-        mixed = last.ls_1(last.attn.out_proj((weights @ v).transpose(1, 2).reshape(batch, tokens, width)))
+        q, v = torch.nn.functional.linear(h, w_q, b_q), torch.nn.functional.linear(h, w_v, b_v)
+        mixed = last.ls_1(last.attn.out_proj(query_query_attention(q, v, last.attn.num_heads)))
         patches = visual.ln_post(mixed[0, 1:]) @ visual.proj  # [n_patches, dim]
         return square(patches, self.name)
 

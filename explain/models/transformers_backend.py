@@ -27,6 +27,7 @@ from explain.models.base import (
     check_heatmap_size,
     folder_fingerprint,
     hub_reachable,
+    query_query_attention,
     quiet_loading,
     resolve_device,
     tower,
@@ -226,14 +227,9 @@ class TransformersModel(EncoderModel):
         last = tower.encoder.layers[-1]
         attention = last.self_attn
         h = last.layer_norm1(x)
-        batch, tokens, width = h.shape
-        heads = attention.num_heads
-        q = attention.q_proj(h).view(batch, tokens, heads, width // heads).transpose(1, 2)  # [1, heads, tokens, d]
-        v = attention.v_proj(h).view(batch, tokens, heads, width // heads).transpose(1, 2)
-        weights = torch.softmax(q @ q.transpose(-1, -2) * (width // heads) ** -0.5, dim=-1)
-        mixed = attention.out_proj((weights @ v).transpose(1, 2).reshape(batch, tokens, width))
+        mixed = attention.out_proj(query_query_attention(attention.q_proj(h), attention.v_proj(h), attention.num_heads))
         patches = self.model.visual_projection(tower.post_layernorm(mixed[0, 1:]))  # [n_patches, dim]
-        side = int(round((tokens - 1) ** 0.5))
+        side = int(round((h.shape[1] - 1) ** 0.5))
         return normalise(patches.float().cpu().numpy()).reshape(side, side, -1)
 
     def check_heatmaps(self, size: int | None = None) -> None:
@@ -244,11 +240,7 @@ class TransformersModel(EncoderModel):
         if self.map_recipe is None:
             raise HeatmapsUnavailable(prefix + f"{self.family} has no image tower with a map recipe here")
         if self.map_recipe == "gradient":
-            check_gradient_maps(self, size, prefix)
-            try:
-                last_block(self.model.vision_model)
-            except HeatmapsUnavailable as error:
-                raise HeatmapsUnavailable(prefix + str(error)) from None
+            check_gradient_maps(self, self.model.vision_model, size, prefix)
         if size and self.family == "siglip2":
             raise HeatmapsUnavailable(
                 prefix + "SigLIP 2 sees each image at its own aspect in a fixed number of patches, so a finer "
