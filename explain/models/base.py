@@ -296,10 +296,12 @@ class EncoderModel(ABC):
         return (left, top, left + side, top + side)
 
     def patch_embeddings(self, image: Image.Image, size: int | None = None) -> np.ndarray:
-        """Unit-norm ClearCLIP patch embeddings of one image, on its patch grid: what heatmaps are made of.
+        """Each location's feature of one image on the tower's grid, by its recipe (`map_recipe`): what heatmaps
+        are made of. Unit-norm, so that scale · (feature · text) + `map_bias` is the bar's score there; for the
+        gradient fallback, unnormalised shares, so that the same product is the location's share of it.
         # [grid_h, grid_w, dim]
 
-        Families where the method does not apply raise `HeatmapsUnavailable` (see `check_heatmaps`).
+        What a tower cannot give raises `HeatmapsUnavailable` (see `check_heatmaps`).
         """
         self.check_heatmaps(size)
         raise HeatmapsUnavailable(f"{self.name} ({self.backend} model) gives no patch embeddings")
